@@ -1,0 +1,20 @@
+//! cbob-core: everything cbob does that is not a cloud SDK or a command line.
+//!
+//! - [`storage`]: the [`storage::StorageProvider`] trait, keys, bodies, errors, the provider registry
+//!   and the local filesystem provider;
+//! - [`layers`]: retry, concurrency and bandwidth limits written once around any provider;
+//! - [`config`]: configuration sources, precedence and validation (SPEC §3);
+//! - [`logging`]: tracing setup, text or JSON, never printing secrets;
+//! - [`repo`]: the pgBackRest repository model (info files, manifests, WAL names, checksums);
+//! - [`testkit`] (feature `testkit`): the conformance suite every provider runs against itself.
+
+pub mod config;
+pub mod layers;
+pub mod logging;
+pub mod repo;
+pub mod secret;
+pub mod storage;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use secret::Secret;

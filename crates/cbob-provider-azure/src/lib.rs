@@ -1,0 +1,1 @@
+//! cbob-provider-azure (in progress)

@@ -1,0 +1,1 @@
+//! cbob-provider-gcs (in progress)

@@ -1,0 +1,1 @@
+//! cbob-provider-minio (in progress)

@@ -1,0 +1,1 @@
+//! cbob-provider-s3 (in progress)
