@@ -3,6 +3,7 @@
 //! bandwidth) lives in [`crate::layers`] and wraps any provider.
 
 mod body;
+pub mod credentials;
 mod error;
 mod key;
 pub mod local;

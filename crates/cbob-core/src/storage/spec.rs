@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use super::credentials::{AzureCredentials, CredentialSource, S3Credentials};
 use super::error::{StorageError, StorageErrorKind, StorageResult};
 use crate::secret::Secret;
 
@@ -36,6 +38,10 @@ pub struct ProviderSpec {
     pub storage_class: Option<String>,
     /// Provider-specific extras (e.g. `sse`, `kms_key_id`).
     pub options: BTreeMap<String, String>,
+    /// Refreshable S3 credentials (a Crunchy Bridge backup token); overrides the static keys.
+    pub s3_credentials: Option<Arc<dyn CredentialSource<S3Credentials>>>,
+    /// Refreshable Azure credentials (a Crunchy Bridge backup token); overrides key and SAS.
+    pub azure_credentials: Option<Arc<dyn CredentialSource<AzureCredentials>>>,
 }
 
 impl ProviderSpec {
