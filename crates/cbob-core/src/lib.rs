@@ -8,12 +8,14 @@
 //! - [`repo`]: the pgBackRest repository model (info files, manifests, WAL names, checksums);
 //! - [`testkit`] (feature `testkit`): the conformance suite every provider runs against itself.
 
+pub mod bridge;
 pub mod config;
 pub mod layers;
 pub mod logging;
 pub mod repo;
 pub mod secret;
 pub mod storage;
+pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
