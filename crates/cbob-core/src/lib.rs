@@ -11,9 +11,11 @@
 pub mod bridge;
 pub mod config;
 pub mod layers;
+pub mod lock;
 pub mod logging;
 pub mod repo;
 pub mod secret;
+pub mod state;
 pub mod storage;
 pub mod sync;
 #[cfg(feature = "testkit")]

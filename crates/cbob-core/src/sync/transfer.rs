@@ -191,7 +191,7 @@ mod tests {
     use super::*;
     use crate::repo::StoredVerifier;
     use crate::storage::local::LocalProvider;
-    use crate::storage::{StorageProvider, read_to_bytes};
+    use crate::storage::read_to_bytes;
     use sha1::{Digest, Sha1};
 
     fn ctx(src: DynProvider, dst: DynProvider) -> TransferContext {
