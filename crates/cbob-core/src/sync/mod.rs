@@ -7,6 +7,7 @@ mod error;
 mod inventory;
 mod observer;
 mod plan;
+mod run;
 mod transfer;
 mod validate;
 
@@ -15,4 +16,5 @@ pub use error::SyncError;
 pub use inventory::{Inventory, discover_stanzas, list_stanza, read_verified_info};
 pub use observer::{NoProgress, SyncObserver};
 pub use plan::{Check, Copy, Reason, StanzaPlan};
+pub use run::{RunReport, RunRequest, SourceSelection, UnitResult, run_sync};
 pub use validate::{ValidationSummary, validate_destination};
