@@ -10,8 +10,14 @@ use std::path::{Path, PathBuf};
 /// Why a lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("another cbob {kind} run (PID {pid}) holds the lock {path}; wait for it to finish or use --no-lock if you are sure")]
-    Held { kind: String, pid: String, path: PathBuf },
+    #[error(
+        "another cbob {kind} run (PID {pid}) holds the lock {path}; wait for it to finish or use --no-lock if you are sure"
+    )]
+    Held {
+        kind: String,
+        pid: String,
+        path: PathBuf,
+    },
     #[error("cannot create or open the lock file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -58,7 +64,11 @@ impl RunLock {
                 let pid = pid.lines().next().unwrap_or("").trim().to_string();
                 return Err(LockError::Held {
                     kind: kind.to_string(),
-                    pid: if pid.is_empty() { "unknown".into() } else { pid },
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid
+                    },
                     path,
                 });
             }

@@ -67,14 +67,25 @@ async fn mirrors_the_fixture_and_a_restore_from_the_copy_reaches_the_expected_va
     let report = sync(&fx.repo, &dst, &fx.stanza, &options()).await;
     assert!(report.ok(), "sync failed: {:?}", report.error);
     assert_eq!(report.backups.len(), 3);
-    assert_eq!(report.copied_files, fx.expected.files, "every file copied once");
-    assert_eq!(tree(&fx.repo), tree(&dst), "the copy must be byte-identical");
+    assert_eq!(
+        report.copied_files, fx.expected.files,
+        "every file copied once"
+    );
+    assert_eq!(
+        tree(&fx.repo),
+        tree(&dst),
+        "the copy must be byte-identical"
+    );
 
     // A second run moves nothing.
     let again = sync(&fx.repo, &dst, &fx.stanza, &options()).await;
     assert!(again.ok(), "{:?}", again.error);
     assert_eq!((again.planned_files, again.copied_files), (0, 0));
-    assert_eq!(again.unchanged_files, fx.expected.files - 4, "all but the four info files compared by listing");
+    assert_eq!(
+        again.unchanged_files,
+        fx.expected.files - 4,
+        "all but the four info files compared by listing"
+    );
 
     fixture::make_world_readable(&dst);
     let values = pg::restore_and_query(&dst, &fx.stanza);
@@ -115,7 +126,9 @@ async fn a_corrupted_backup_file_is_detected_and_never_published() {
     let fx = fixture::extract();
     let dst = dest_dir(&fx);
     let incr = &fx.expected.backups[2].label;
-    let victim = find(&fx.repo, |k| k.contains(incr.as_str()) && k.contains("pg_data/") && k.ends_with(".lz4"));
+    let victim = find(&fx.repo, |k| {
+        k.contains(incr.as_str()) && k.contains("pg_data/") && k.ends_with(".lz4")
+    });
     let rel = victim.strip_prefix(&fx.repo).unwrap().to_path_buf();
     flip(&victim);
     let report = sync(&fx.repo, &dst, &fx.stanza, &options()).await;
@@ -125,7 +138,8 @@ async fn a_corrupted_backup_file_is_detected_and_never_published() {
     }
     assert!(!dst.join(&rel).exists(), "the corrupted file was published");
     assert!(
-        !dst.join(format!("backup/{}/backup.info", fx.stanza)).exists(),
+        !dst.join(format!("backup/{}/backup.info", fx.stanza))
+            .exists(),
         "backup.info must not be published after a failure"
     );
 }
@@ -134,7 +148,9 @@ async fn a_corrupted_backup_file_is_detected_and_never_published() {
 async fn a_corrupted_wal_segment_is_detected_and_never_published() {
     let fx = fixture::extract();
     let dst = dest_dir(&fx);
-    let victim = find(&fx.repo, |k| k.starts_with("archive/") && k.ends_with(".lz4"));
+    let victim = find(&fx.repo, |k| {
+        k.starts_with("archive/") && k.ends_with(".lz4")
+    });
     let rel = victim.strip_prefix(&fx.repo).unwrap().to_path_buf();
     flip(&victim);
     let report = sync(&fx.repo, &dst, &fx.stanza, &options()).await;
@@ -158,7 +174,11 @@ async fn damaged_destination_files_are_repaired_and_an_earlier_state_stays_valid
     let report = sync(&fx.repo, &dst, &fx.stanza, &options()).await;
     assert!(report.ok(), "{:?}", report.error);
     assert_eq!(report.repaired, 1);
-    assert!(report.warnings.iter().any(|w| w.contains("repairing")), "{:?}", report.warnings);
+    assert!(
+        report.warnings.iter().any(|w| w.contains("repairing")),
+        "{:?}",
+        report.warnings
+    );
     assert_eq!(fs::read(&victim).unwrap(), good);
 }
 
@@ -172,11 +192,97 @@ async fn hostile_and_foreign_source_names_are_not_copied() {
     fs::write(backup_dir.join("notes.txt"), "not pgBackRest").unwrap();
     let report = sync(&fx.repo, &dst, &fx.stanza, &options()).await;
     assert!(report.ok(), "{:?}", report.error);
-    assert!(!dst.join(format!("backup/{}/backup.info.pgbackrest.tmp", fx.stanza)).exists());
+    assert!(
+        !dst.join(format!("backup/{}/backup.info.pgbackrest.tmp", fx.stanza))
+            .exists()
+    );
     assert!(!dst.join(format!("backup/{}/notes.txt", fx.stanza)).exists());
     assert!(!dst.join(format!("backup/{}/latest", fx.stanza)).exists());
     assert!(report.warnings.iter().any(|w| w.contains("notes.txt")));
     // A stanza name that could escape the repository is refused before any I/O.
     let bad = sync(&fx.repo, &dst, "../etc", &options()).await;
-    assert!(matches!(bad.error, Some(SyncError::Source(_))), "{:?}", bad.error);
+    assert!(
+        matches!(bad.error, Some(SyncError::Source(_))),
+        "{:?}",
+        bad.error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prune_removes_what_the_source_expired_in_pgbackrest_order_and_keeps_a_restorable_copy() {
+    use cbob_core::sync::prune_stanza;
+    let fx = fixture::extract();
+    let dst = dest_dir(&fx);
+    assert!(sync(&fx.repo, &dst, &fx.stanza, &options()).await.ok());
+    let stanza = &fx.stanza;
+    // At the destination, an older backup the source has since expired, and WAL from before it.
+    let full = &fx.expected.backups[0].label;
+    let old_label = "20261101-000000F";
+    let backup_dir = dst.join(format!("backup/{stanza}"));
+    let mut stack = vec![backup_dir.join(full)];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let target = backup_dir
+                .join(old_label)
+                .join(e.path().strip_prefix(backup_dir.join(full)).unwrap());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+                fs::create_dir_all(&target).unwrap();
+            } else {
+                fs::create_dir_all(target.parent().unwrap()).unwrap();
+                fs::copy(e.path(), &target).unwrap();
+            }
+        }
+    }
+    let wal_dir = dst.join(format!("archive/{stanza}/15-1/0000000100000000"));
+    let wal_start = &fx.expected.backups[0].wal_start;
+    let some_wal = fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.starts_with(wal_start.as_str()) && n.ends_with(".lz4"))
+        .unwrap();
+    let old_wal = some_wal.replacen(wal_start.as_str(), "000000010000000000000001", 1);
+    fs::copy(wal_dir.join(&some_wal), wal_dir.join(&old_wal)).unwrap();
+
+    let audit = std::sync::Mutex::new(Vec::new());
+    let dest = local(&dst);
+    let dry = prune_stanza(&dest, stanza, true, &|a, b| {
+        audit.lock().unwrap().push(format!("{a} {b}"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(dry.backups, [old_label]);
+    assert!(
+        backup_dir.join(old_label).exists(),
+        "a dry run deletes nothing"
+    );
+    let report = prune_stanza(&dest, stanza, false, &|a, b| {
+        audit.lock().unwrap().push(format!("{a} {b}"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.backups, [old_label]);
+    assert_eq!(report.wal_files, 1);
+    assert!(
+        !backup_dir.join(old_label).exists(),
+        "the expired backup directory is gone"
+    );
+    assert!(
+        !wal_dir.join(&old_wal).exists(),
+        "WAL before the oldest backup is gone"
+    );
+    assert!(wal_dir.join(&some_wal).exists(), "WAL a backup needs stays");
+    assert!(
+        audit
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("expire-backup"))
+    );
+    // Nothing the listed backups need was touched.
+    cbob_core::sync::validate_destination(&dest, stanza)
+        .await
+        .unwrap();
+    assert_eq!(tree(&fx.repo), tree(&dst));
 }

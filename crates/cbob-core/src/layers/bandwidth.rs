@@ -13,8 +13,8 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio::time::Instant;
 
 use crate::storage::{
-    Body, ByteStream, Capabilities, CheckMode, DynProvider, KeyPrefix, ObjectKey, ObjectMeta, PutOptions,
-    StorageProvider, StorageResult,
+    Body, ByteStream, Capabilities, CheckMode, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
+    PutOptions, StorageProvider, StorageResult,
 };
 
 /// A token bucket measured in bytes.
@@ -144,12 +144,19 @@ impl StorageProvider for BandwidthProvider {
         })
     }
 
-    async fn put(&self, key: &ObjectKey, body: Body, options: &PutOptions) -> StorageResult<ObjectMeta> {
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        body: Body,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
         match self.direction {
             Direction::Write | Direction::Both => {
                 let size = body.size();
                 let throttled = self.limiter.throttle(body.into_stream());
-                self.inner.put(key, Body::from_stream(size, throttled), options).await
+                self.inner
+                    .put(key, Body::from_stream(size, throttled), options)
+                    .await
             }
             Direction::Read => self.inner.put(key, body, options).await,
         }
@@ -181,11 +188,13 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
         .or_else(|| t.strip_suffix("ps"))
         .unwrap_or(t)
         .trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid rate {text:?}: expected a number with a unit, e.g. 10MB/s or 500KiB/s"))?;
+    let value: f64 = num.parse().map_err(|_| {
+        format!("invalid rate {text:?}: expected a number with a unit, e.g. 10MB/s or 500KiB/s")
+    })?;
     let mult: f64 = match unit.trim() {
         "" | "B" => 1.0,
         "k" | "K" | "kB" | "KB" => 1e3,
@@ -202,7 +211,9 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
     };
     let bytes = value * mult;
     if !(bytes >= 1.0 && bytes.is_finite()) {
-        return Err(format!("invalid rate {text:?}: must be at least 1 byte per second"));
+        return Err(format!(
+            "invalid rate {text:?}: must be at least 1 byte per second"
+        ));
     }
     Ok(bytes as u64)
 }

@@ -12,8 +12,8 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::storage::{
-    Body, ByteStream, Capabilities, CheckMode, DynProvider, KeyPrefix, ObjectKey, ObjectMeta, PutOptions,
-    StorageError, StorageErrorKind, StorageProvider, StorageResult,
+    Body, ByteStream, Capabilities, CheckMode, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
+    PutOptions, StorageError, StorageErrorKind, StorageProvider, StorageResult,
 };
 
 /// Limits concurrent operations to the permits of a semaphore.
@@ -61,7 +61,10 @@ impl<T> Stream for Held<T> {
     }
 }
 
-fn hold<T: Send + 'static>(inner: BoxStream<'static, T>, permit: OwnedSemaphorePermit) -> BoxStream<'static, T> {
+fn hold<T: Send + 'static>(
+    inner: BoxStream<'static, T>,
+    permit: OwnedSemaphorePermit,
+) -> BoxStream<'static, T> {
     Held {
         inner,
         permit: Some(permit),
@@ -103,7 +106,12 @@ impl StorageProvider for ConcurrencyLimitProvider {
         Ok(hold(stream, p))
     }
 
-    async fn put(&self, key: &ObjectKey, body: Body, options: &PutOptions) -> StorageResult<ObjectMeta> {
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        body: Body,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
         let _p = self.permit().await?;
         self.inner.put(key, body, options).await
     }

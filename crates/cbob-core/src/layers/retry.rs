@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 
 use crate::storage::{
-    Body, ByteStream, Capabilities, CheckMode, DynProvider, KeyPrefix, ObjectKey, ObjectMeta, PutOptions,
-    StorageProvider, StorageResult,
+    Body, ByteStream, Capabilities, CheckMode, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
+    PutOptions, StorageProvider, StorageResult,
 };
 
 /// How often and how patiently to retry.
@@ -64,7 +64,9 @@ impl RetryPolicy {
         let jitter = if half.is_zero() {
             Duration::ZERO
         } else {
-            Duration::from_nanos(rand::random_range(0..=half.as_nanos().min(u64::MAX as u128) as u64))
+            Duration::from_nanos(rand::random_range(
+                0..=half.as_nanos().min(u64::MAX as u128) as u64,
+            ))
         };
         half + jitter
     }
@@ -223,13 +225,19 @@ impl StorageProvider for RetryProvider {
         .boxed())
     }
 
-    async fn put(&self, key: &ObjectKey, body: Body, options: &PutOptions) -> StorageResult<ObjectMeta> {
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        body: Body,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
         let Some(bytes) = body.as_bytes().cloned() else {
             // A stream can be consumed once; the caller owns retrying the whole transfer.
             return self.inner.put(key, body, options).await;
         };
         retry(&self.policy, "put", || {
-            self.inner.put(key, Body::from_bytes(bytes.clone()), options)
+            self.inner
+                .put(key, Body::from_bytes(bytes.clone()), options)
         })
         .await
     }

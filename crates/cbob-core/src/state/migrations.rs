@@ -49,7 +49,9 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
         path: path.to_path_buf(),
         source,
     };
-    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+    let current: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
     if current > VERSION {
         return Err(StateError::TooNew {
             path: path.to_path_buf(),
@@ -60,7 +62,8 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction().map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(err)?;
         tx.commit().map_err(err)?;
     }
     Ok(())

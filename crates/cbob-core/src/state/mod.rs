@@ -19,8 +19,14 @@ pub enum StateError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("state database {path}: schema version {found} is newer than this cbob understands ({supported}); upgrade cbob")]
-    TooNew { path: PathBuf, found: i64, supported: i64 },
+    #[error(
+        "state database {path}: schema version {found} is newer than this cbob understands ({supported}); upgrade cbob"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
     #[error("creating {path}: {source}")]
     Io {
         path: PathBuf,
@@ -31,7 +37,10 @@ pub enum StateError {
 
 /// Unix seconds now.
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// How a run or a cluster's sync ended.
@@ -126,8 +135,10 @@ impl StateDb {
         };
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
         let mut db = Self {
             conn,
             path: path.to_path_buf(),
@@ -159,7 +170,14 @@ impl StateDb {
     }
 
     /// Records how a run ended.
-    pub fn finish_run(&self, id: i64, outcome: Outcome, files: u64, bytes: u64, errors: u64) -> Result<(), StateError> {
+    pub fn finish_run(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        files: u64,
+        bytes: u64,
+        errors: u64,
+    ) -> Result<(), StateError> {
         self.conn
             .execute(
                 "UPDATE runs SET finished_at = ?2, result = ?3, files = ?4, bytes = ?5, errors = ?6 WHERE id = ?1",
@@ -241,7 +259,10 @@ impl StateDb {
 
     /// Every cluster's status at a destination (all destinations when `None`), least recently
     /// synced first.
-    pub fn cluster_statuses(&self, destination: Option<&str>) -> Result<Vec<ClusterStatus>, StateError> {
+    pub fn cluster_statuses(
+        &self,
+        destination: Option<&str>,
+    ) -> Result<Vec<ClusterStatus>, StateError> {
         let mut stmt = self
             .conn
             .prepare(
@@ -276,7 +297,11 @@ impl StateDb {
     }
 
     /// When a cluster last synced successfully to a destination.
-    pub fn last_success(&self, cluster: &str, destination: &str) -> Result<Option<i64>, StateError> {
+    pub fn last_success(
+        &self,
+        cluster: &str,
+        destination: &str,
+    ) -> Result<Option<i64>, StateError> {
         self.conn
             .query_row(
                 "SELECT last_success_at FROM cluster_sync WHERE cluster = ?1 AND destination = ?2",
@@ -289,10 +314,17 @@ impl StateDb {
     }
 
     /// Orders clusters so that never-synced ones come first, then the least recently synced.
-    pub fn order_by_staleness(&self, clusters: &mut [String], destination: &str) -> Result<(), StateError> {
+    pub fn order_by_staleness(
+        &self,
+        clusters: &mut [String],
+        destination: &str,
+    ) -> Result<(), StateError> {
         let mut keyed = Vec::with_capacity(clusters.len());
         for c in clusters.iter() {
-            keyed.push((self.last_success(c, destination)?.unwrap_or(i64::MIN), c.clone()));
+            keyed.push((
+                self.last_success(c, destination)?.unwrap_or(i64::MIN),
+                c.clone(),
+            ));
         }
         keyed.sort();
         for (slot, (_, c)) in clusters.iter_mut().zip(keyed) {
@@ -329,14 +361,19 @@ mod tests {
         {
             let db = StateDb::open_in(dir.path()).unwrap();
             let run = db.start_run("sync", Some("local:/d")).unwrap();
-            db.record_cluster_sync(&rec("aaa", Outcome::Success, 100)).unwrap();
-            db.record_cluster_sync(&rec("bbb", Outcome::Failed, 5)).unwrap();
+            db.record_cluster_sync(&rec("aaa", Outcome::Success, 100))
+                .unwrap();
+            db.record_cluster_sync(&rec("bbb", Outcome::Failed, 5))
+                .unwrap();
             db.finish_run(run, Outcome::Failed, 6, 105, 1).unwrap();
         }
         let db = StateDb::open_in(dir.path()).unwrap();
         let runs = db.recent_runs("sync", 10).unwrap();
         assert_eq!(runs.len(), 1);
-        assert_eq!((runs[0].result.as_str(), runs[0].bytes, runs[0].errors), ("failed", 105, 1));
+        assert_eq!(
+            (runs[0].result.as_str(), runs[0].bytes, runs[0].errors),
+            ("failed", 105, 1)
+        );
         let st = db.cluster_statuses(None).unwrap();
         assert_eq!(st.len(), 2);
         // Never succeeded sorts first.
@@ -345,14 +382,23 @@ mod tests {
         assert_eq!(st[0].last_error.as_deref(), Some("boom"));
         assert_eq!(st[1].repo_bytes, 200);
         // A failure keeps the last good sizes and success time.
-        db.record_cluster_sync(&rec("aaa", Outcome::Failed, 1)).unwrap();
-        let a = db.cluster_statuses(None).unwrap().into_iter().find(|s| s.cluster == "aaa").unwrap();
+        db.record_cluster_sync(&rec("aaa", Outcome::Failed, 1))
+            .unwrap();
+        let a = db
+            .cluster_statuses(None)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.cluster == "aaa")
+            .unwrap();
         assert_eq!(a.last_result.as_deref(), Some("failed"));
         assert_eq!(a.repo_bytes, 200);
         assert!(a.last_success_at.is_some());
         let mut order = vec!["aaa".to_string(), "ccc".to_string(), "bbb".to_string()];
         db.order_by_staleness(&mut order, "local:/d").unwrap();
-        assert_eq!(order[2], "aaa", "the only cluster with a success goes last: {order:?}");
+        assert_eq!(
+            order[2], "aaa",
+            "the only cluster with a success goes last: {order:?}"
+        );
     }
 
     #[test]
@@ -363,6 +409,9 @@ mod tests {
         let c = Connection::open(&path).unwrap();
         c.pragma_update(None, "user_version", 999).unwrap();
         drop(c);
-        assert!(matches!(StateDb::open(&path), Err(StateError::TooNew { found: 999, .. })));
+        assert!(matches!(
+            StateDb::open(&path),
+            Err(StateError::TooNew { found: 999, .. })
+        ));
     }
 }

@@ -93,7 +93,10 @@ impl fmt::Debug for Body {
             Inner::Bytes(_) => "bytes",
             Inner::Stream(_) => "stream",
         };
-        f.debug_struct("Body").field("size", &self.size).field("kind", &kind).finish()
+        f.debug_struct("Body")
+            .field("size", &self.size)
+            .field("kind", &kind)
+            .finish()
     }
 }
 
@@ -159,7 +162,8 @@ mod tests {
     use crate::storage::StorageErrorKind;
 
     fn chunks(parts: &[&'static [u8]]) -> ByteStream {
-        let v: Vec<StorageResult<Bytes>> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        let v: Vec<StorageResult<Bytes>> =
+            parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
         futures::stream::iter(v).boxed()
     }
 

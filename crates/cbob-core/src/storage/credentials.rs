@@ -93,7 +93,9 @@ pub struct CredentialCache<T> {
 
 impl<T> fmt::Debug for CredentialCache<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CredentialCache").field("source", &self.source).finish_non_exhaustive()
+        f.debug_struct("CredentialCache")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
     }
 }
 
@@ -191,17 +193,29 @@ mod tests {
         let cache = Arc::new(CredentialCache::new(source.clone()));
         let a = cache.get().await.unwrap();
         assert_eq!(a.credentials.access_key.expose(), "AK0");
-        assert_eq!(cache.get().await.unwrap().generation, a.generation, "cached");
+        assert_eq!(
+            cache.get().await.unwrap().generation,
+            a.generation,
+            "cached"
+        );
         // Two requests fail with the same generation: one refresh.
         cache.invalidate(a.generation);
         cache.invalidate(a.generation);
-        let tasks: Vec<_> = (0..8).map(|_| { let c = cache.clone(); tokio::spawn(async move { c.get().await.unwrap() }) }).collect();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let c = cache.clone();
+                tokio::spawn(async move { c.get().await.unwrap() })
+            })
+            .collect();
         for t in tasks {
             assert_eq!(t.await.unwrap().credentials.access_key.expose(), "AK1");
         }
         // A late failure report for the old generation does not throw away the new one.
         cache.invalidate(a.generation);
-        assert_eq!(cache.get().await.unwrap().credentials.access_key.expose(), "AK1");
+        assert_eq!(
+            cache.get().await.unwrap().credentials.access_key.expose(),
+            "AK1"
+        );
         assert_eq!(cache.fetches(), 2);
     }
 
@@ -225,7 +239,11 @@ mod tests {
         let cache = CredentialCache::new(Arc::new(Expires)).with_min_ttl(Duration::from_secs(120));
         cache.get().await.unwrap();
         cache.get().await.unwrap();
-        assert_eq!(cache.fetches(), 2, "60 s of validity is less than the 120 s minimum");
+        assert_eq!(
+            cache.fetches(),
+            2,
+            "60 s of validity is less than the 120 s minimum"
+        );
         let cache = CredentialCache::new(Arc::new(Expires)).with_min_ttl(Duration::from_secs(10));
         cache.get().await.unwrap();
         cache.get().await.unwrap();

@@ -123,7 +123,10 @@ impl StorageError {
     }
 
     pub fn unsupported(what: impl fmt::Display) -> Self {
-        Self::new(StorageErrorKind::Unsupported, format!("{what} is not supported by this provider"))
+        Self::new(
+            StorageErrorKind::Unsupported,
+            format!("{what} is not supported by this provider"),
+        )
     }
 
     pub fn corrupt(what: impl fmt::Display) -> Self {
@@ -137,8 +140,13 @@ impl StorageError {
             K::NotFound => StorageErrorKind::NotFound,
             K::PermissionDenied | K::ReadOnlyFilesystem => StorageErrorKind::PermissionDenied,
             K::TimedOut => StorageErrorKind::Timeout,
-            K::Interrupted | K::ConnectionReset | K::ConnectionAborted | K::ConnectionRefused
-            | K::BrokenPipe | K::UnexpectedEof | K::NotConnected => StorageErrorKind::Unavailable,
+            K::Interrupted
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::ConnectionRefused
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::NotConnected => StorageErrorKind::Unavailable,
             K::AlreadyExists => StorageErrorKind::Conflict,
             _ => StorageErrorKind::Io,
         };
@@ -164,7 +172,9 @@ impl fmt::Debug for StorageError {
 
 impl std::error::Error for StorageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

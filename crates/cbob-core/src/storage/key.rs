@@ -139,7 +139,10 @@ fn validate(key: &str, allow_trailing_slash: bool) -> Result<(), StorageError> {
         return Err(invalid(key, "contains a backslash"));
     }
     if key.starts_with('/') {
-        return Err(invalid(key, "starts with '/' (keys are relative to the root)"));
+        return Err(invalid(
+            key,
+            "starts with '/' (keys are relative to the root)",
+        ));
     }
     let body = if allow_trailing_slash {
         key.strip_suffix('/').unwrap_or(key)
@@ -151,7 +154,12 @@ fn validate(key: &str, allow_trailing_slash: bool) -> Result<(), StorageError> {
     }
     for segment in body.split('/') {
         match segment {
-            "" => return Err(invalid(key, "contains an empty segment ('//' or a trailing '/')")),
+            "" => {
+                return Err(invalid(
+                    key,
+                    "contains an empty segment ('//' or a trailing '/')",
+                ));
+            }
             "." => return Err(invalid(key, "contains a '.' segment")),
             ".." => return Err(invalid(key, "contains a '..' segment")),
             _ => {}
@@ -183,8 +191,19 @@ mod tests {
     #[test]
     fn rejects_hostile_keys() {
         for k in [
-            "", "/etc/passwd", "../x", "a/../../x", "a/..", "..", ".", "a/./b", "a//b", "a/", "a\\..\\b",
-            "a\0b", "a\nb",
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/..",
+            "..",
+            ".",
+            "a/./b",
+            "a//b",
+            "a/",
+            "a\\..\\b",
+            "a\0b",
+            "a\nb",
         ] {
             let err = ObjectKey::new(k).unwrap_err();
             assert_eq!(err.kind(), StorageErrorKind::InvalidKey, "{k:?}");

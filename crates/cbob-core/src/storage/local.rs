@@ -25,8 +25,9 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::{
-    Body, ByteStream, Capabilities, CheckMode, DynProvider, KeyPrefix, ObjectKey, ObjectMeta, ProviderFactory,
-    ProviderSpec, PutOptions, StorageError, StorageErrorKind, StorageProvider, StorageResult,
+    Body, ByteStream, Capabilities, CheckMode, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
+    ProviderFactory, ProviderSpec, PutOptions, StorageError, StorageErrorKind, StorageProvider,
+    StorageResult,
 };
 
 /// Marker in the names of in-flight temporary files; listings skip them, keys may not contain it.
@@ -63,7 +64,10 @@ impl LocalProvider {
         Self::with_durability(root, Durability::PerWrite)
     }
 
-    pub fn with_durability(root: impl Into<PathBuf>, durability: Durability) -> StorageResult<Self> {
+    pub fn with_durability(
+        root: impl Into<PathBuf>,
+        durability: Durability,
+    ) -> StorageResult<Self> {
         let root = root.into();
         if !root.is_absolute() {
             return Err(StorageError::new(
@@ -98,7 +102,12 @@ impl LocalProvider {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner))
             .await
-            .map_err(|e| StorageError::new(StorageErrorKind::Other, format!("local I/O task failed: {e}")))?
+            .map_err(|e| {
+                StorageError::new(
+                    StorageErrorKind::Other,
+                    format!("local I/O task failed: {e}"),
+                )
+            })?
     }
 }
 
@@ -123,7 +132,11 @@ impl Inner {
                     ));
                 }
                 Ok(m) if !last && !m.is_dir() => {
-                    return Err(StorageError::not_found(format!("{} ({} is not a directory)", key, path.display())));
+                    return Err(StorageError::not_found(format!(
+                        "{} ({} is not a directory)",
+                        key,
+                        path.display()
+                    )));
                 }
                 // A missing component is fine: reads fail later with NotFound, writes create it.
                 _ => {}
@@ -140,7 +153,9 @@ impl Inner {
                 .recursive(true)
                 .mode(self.dir_mode)
                 .create(&dir)
-                .map_err(|e| StorageError::from_io(e, format!("creating root {}", dir.display())))?;
+                .map_err(|e| {
+                    StorageError::from_io(e, format!("creating root {}", dir.display()))
+                })?;
         }
         let segments: Vec<&str> = key.segments().collect();
         for segment in &segments[..segments.len() - 1] {
@@ -156,7 +171,11 @@ impl Inner {
                 Ok(_) => {
                     return Err(StorageError::new(
                         StorageErrorKind::Conflict,
-                        format!("cannot write {}: {} exists and is not a directory", key, dir.display()),
+                        format!(
+                            "cannot write {}: {} exists and is not a directory",
+                            key,
+                            dir.display()
+                        ),
                     ));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -164,10 +183,20 @@ impl Inner {
                         Ok(()) => {}
                         // A concurrent writer created it first.
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(StorageError::from_io(e, format!("creating {}", dir.display()))),
+                        Err(e) => {
+                            return Err(StorageError::from_io(
+                                e,
+                                format!("creating {}", dir.display()),
+                            ));
+                        }
                     }
                 }
-                Err(e) => return Err(StorageError::from_io(e, format!("checking {}", dir.display()))),
+                Err(e) => {
+                    return Err(StorageError::from_io(
+                        e,
+                        format!("checking {}", dir.display()),
+                    ));
+                }
             }
         }
         Ok(dir.join(segments[segments.len() - 1]))
@@ -180,7 +209,9 @@ impl Inner {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| map_open_error(e, key))?;
-        let meta = file.metadata().map_err(|e| StorageError::from_io(e, format!("reading {key}")))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| StorageError::from_io(e, format!("reading {key}")))?;
         if !meta.is_file() {
             return Err(StorageError::not_found(key));
         }
@@ -244,7 +275,10 @@ impl Drop for TempGuard {
 }
 
 fn temp_name(final_path: &Path) -> PathBuf {
-    let name = final_path.file_name().map(OsStr::to_string_lossy).unwrap_or_default();
+    let name = final_path
+        .file_name()
+        .map(OsStr::to_string_lossy)
+        .unwrap_or_default();
     let tag: u64 = rand::random();
     final_path.with_file_name(format!(".{name}{TEMP_MARKER}{tag:016x}"))
 }
@@ -278,7 +312,9 @@ impl StorageProvider for LocalProvider {
 
     async fn get(&self, key: &ObjectKey, range: Option<Range<u64>>) -> StorageResult<ByteStream> {
         let key2 = key.clone();
-        let (mut file, meta) = self.blocking(move |inner| inner.open_for_read(&key2)).await?;
+        let (mut file, meta) = self
+            .blocking(move |inner| inner.open_for_read(&key2))
+            .await?;
         let size = meta.len();
         let (start, end) = match range {
             Some(r) => (r.start.min(size), r.end.min(size).max(r.start.min(size))),
@@ -297,7 +333,8 @@ impl StorageProvider for LocalProvider {
                 let mut buf = BytesMut::zeroed(want);
                 match file.read(&mut buf) {
                     Ok(0) => {
-                        let msg = format!("{key} shrank while being read ({remaining} bytes short)");
+                        let msg =
+                            format!("{key} shrank while being read ({remaining} bytes short)");
                         let _ = tx.blocking_send(Err(StorageError::corrupt(msg)));
                         return;
                     }
@@ -310,7 +347,8 @@ impl StorageProvider for LocalProvider {
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(StorageError::from_io(e, format!("reading {key}"))));
+                        let _ = tx
+                            .blocking_send(Err(StorageError::from_io(e, format!("reading {key}"))));
                         return;
                     }
                 }
@@ -319,11 +357,18 @@ impl StorageProvider for LocalProvider {
         Ok(tokio_stream_from(rx))
     }
 
-    async fn put(&self, key: &ObjectKey, body: Body, _options: &PutOptions) -> StorageResult<ObjectMeta> {
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        body: Body,
+        _options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
         if key.file_name().contains(TEMP_MARKER) {
             return Err(StorageError::new(
                 StorageErrorKind::InvalidKey,
-                format!("invalid object key {key:?}: names containing {TEMP_MARKER:?} are reserved"),
+                format!(
+                    "invalid object key {key:?}: names containing {TEMP_MARKER:?} are reserved"
+                ),
             ));
         }
         let key2 = key.clone();
@@ -342,8 +387,15 @@ impl StorageProvider for LocalProvider {
                         .open(&temp_path)
                     {
                         Ok(f) => return Ok((final_path, temp_path, f)),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 3 => attempt += 1,
-                        Err(e) => return Err(StorageError::from_io(e, format!("creating a temporary file for {key2}"))),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 3 => {
+                            attempt += 1
+                        }
+                        Err(e) => {
+                            return Err(StorageError::from_io(
+                                e,
+                                format!("creating a temporary file for {key2}"),
+                            ));
+                        }
                     }
                 }
             })
@@ -381,9 +433,12 @@ impl StorageProvider for LocalProvider {
             }
         }
         drop(tx);
-        let written = writer
-            .await
-            .map_err(|e| StorageError::new(StorageErrorKind::Other, format!("local write task failed: {e}")))?;
+        let written = writer.await.map_err(|e| {
+            StorageError::new(
+                StorageErrorKind::Other,
+                format!("local write task failed: {e}"),
+            )
+        })?;
         if let Some(e) = stream_error {
             return Err(e);
         }
@@ -393,7 +448,8 @@ impl StorageProvider for LocalProvider {
         let modified = self
             .blocking(move |inner| {
                 if durability == Durability::PerWrite {
-                    file.sync_all().map_err(|e| StorageError::from_io(e, format!("syncing {key2}")))?;
+                    file.sync_all()
+                        .map_err(|e| StorageError::from_io(e, format!("syncing {key2}")))?;
                 }
                 let modified = file.metadata().ok().and_then(|m| m.modified().ok());
                 drop(file);
@@ -450,7 +506,8 @@ impl StorageProvider for LocalProvider {
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> StorageResult<()> {
         let stream = self.get(from, None).await?;
         let size = self.head(from).await?.size;
-        self.put(to, Body::from_stream(size, stream), &PutOptions::default()).await?;
+        self.put(to, Body::from_stream(size, stream), &PutOptions::default())
+            .await?;
         Ok(())
     }
 
@@ -459,8 +516,9 @@ impl StorageProvider for LocalProvider {
             if !inner.root.exists() {
                 return Ok(());
             }
-            let dir = fs::File::open(&inner.root)
-                .map_err(|e| StorageError::from_io(e, format!("opening {}", inner.root.display())))?;
+            let dir = fs::File::open(&inner.root).map_err(|e| {
+                StorageError::from_io(e, format!("opening {}", inner.root.display()))
+            })?;
             // One syncfs flushes every file and rename on this filesystem (SPEC §5 rule 3).
             let rc = unsafe { libc::syncfs(std::os::unix::io::AsRawFd::as_raw_fd(&dir)) };
             if rc != 0 {
@@ -475,24 +533,34 @@ impl StorageProvider for LocalProvider {
         let root = self.inner.root.clone();
         match mode {
             CheckMode::Read => {
-                let meta = fs::metadata(&root).map_err(|e| StorageError::from_io(e, format!("{}", root.display())))?;
+                let meta = fs::metadata(&root)
+                    .map_err(|e| StorageError::from_io(e, format!("{}", root.display())))?;
                 if !meta.is_dir() {
                     return Err(StorageError::new(
                         StorageErrorKind::Config,
                         format!("{} is not a directory", root.display()),
                     ));
                 }
-                fs::read_dir(&root).map_err(|e| StorageError::from_io(e, format!("listing {}", root.display())))?;
+                fs::read_dir(&root)
+                    .map_err(|e| StorageError::from_io(e, format!("listing {}", root.display())))?;
                 Ok(())
             }
             CheckMode::ReadWrite => {
                 let probe = ObjectKey::new(format!(".cbob-check-{:016x}", rand::random::<u64>()))?;
                 let data = Bytes::from_static(b"cbob write check\n");
-                self.put(&probe, Body::from_bytes(data.clone()), &PutOptions::default()).await?;
+                self.put(
+                    &probe,
+                    Body::from_bytes(data.clone()),
+                    &PutOptions::default(),
+                )
+                .await?;
                 let back = super::read_to_bytes(self, &probe).await;
                 self.delete(&probe).await?;
                 if back? != data {
-                    return Err(StorageError::corrupt(format!("read-back of a probe file in {} differed", root.display())));
+                    return Err(StorageError::corrupt(format!(
+                        "read-back of a probe file in {} differed",
+                        root.display()
+                    )));
                 }
                 Ok(())
             }
@@ -511,14 +579,17 @@ fn walk(inner: &Inner, prefix: &KeyPrefix, tx: &mpsc::Sender<StorageResult<Objec
     match fs::symlink_metadata(root) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return, // an empty store
         Err(e) => {
-            let _ = tx.blocking_send(Err(StorageError::from_io(e, format!("listing {}", root.display()))));
+            let _ = tx.blocking_send(Err(StorageError::from_io(
+                e,
+                format!("listing {}", root.display()),
+            )));
             return;
         }
         Ok(_) => {}
     }
     let prefix = prefix.as_str();
     // Stack of pending (relative dir key with trailing '/', sorted entries reversed).
-    let mut stack: Vec<(String, Vec<(Vec<u8>, bool)>)> = Vec::new();
+    let mut stack: Vec<(String, Vec<DirEntry>)> = Vec::new();
     match read_sorted(root, "") {
         Ok(entries) => stack.push((String::new(), entries)),
         Err(e) => {
@@ -577,11 +648,16 @@ fn walk(inner: &Inner, prefix: &KeyPrefix, tx: &mpsc::Sender<StorageResult<Objec
 
 /// Reads a directory: regular files and directories only (symlinks and specials are skipped),
 /// sorted descending by their key-order name so `pop()` yields ascending order.
-fn read_sorted(dir: &Path, dir_key: &str) -> StorageResult<Vec<(Vec<u8>, bool)>> {
-    let rd = fs::read_dir(dir).map_err(|e| StorageError::from_io(e, format!("listing {}", dir.display())))?;
+/// A directory entry: raw name and whether it is a directory.
+type DirEntry = (Vec<u8>, bool);
+
+fn read_sorted(dir: &Path, dir_key: &str) -> StorageResult<Vec<DirEntry>> {
+    let rd = fs::read_dir(dir)
+        .map_err(|e| StorageError::from_io(e, format!("listing {}", dir.display())))?;
     let mut entries = Vec::new();
     for entry in rd {
-        let entry = entry.map_err(|e| StorageError::from_io(e, format!("listing {}", dir.display())))?;
+        let entry =
+            entry.map_err(|e| StorageError::from_io(e, format!("listing {}", dir.display())))?;
         let ft = entry
             .file_type()
             .map_err(|e| StorageError::from_io(e, format!("listing {dir_key}")))?;
@@ -594,7 +670,7 @@ fn read_sorted(dir: &Path, dir_key: &str) -> StorageResult<Vec<(Vec<u8>, bool)>>
             tracing::debug!(path = %dir.join(entry.file_name()).display(), "skipping symbolic link");
         }
     }
-    let sort_key = |(name, is_dir): &(Vec<u8>, bool)| {
+    let sort_key = |(name, is_dir): &DirEntry| {
         let mut k = name.clone();
         if *is_dir {
             k.push(b'/');
@@ -616,7 +692,10 @@ impl ProviderFactory for LocalFactory {
 
     async fn build(&self, spec: &ProviderSpec) -> StorageResult<DynProvider> {
         let path = spec.path.clone().ok_or_else(|| {
-            StorageError::new(StorageErrorKind::Config, "a local provider needs a path (CBOB_TARGET_PATH)")
+            StorageError::new(
+                StorageErrorKind::Config,
+                "a local provider needs a path (CBOB_TARGET_PATH)",
+            )
         })?;
         let durability = match spec.options.get("durability").map(String::as_str) {
             None | Some("per-write") => Durability::PerWrite,
@@ -643,7 +722,11 @@ mod tests {
     }
 
     async fn keys(p: &LocalProvider) -> Vec<String> {
-        p.list(&KeyPrefix::all()).map_ok(|m| m.key.to_string()).try_collect().await.unwrap()
+        p.list(&KeyPrefix::all())
+            .map_ok(|m| m.key.to_string())
+            .try_collect()
+            .await
+            .unwrap()
     }
 
     /// Every file below `dir`, as relative paths.
@@ -674,22 +757,55 @@ mod tests {
         fs::create_dir_all(&outside).unwrap();
         fs::write(outside.join("secret"), "outside data").unwrap();
         std::os::unix::fs::symlink(&outside, root.join("backup/evil")).unwrap();
-        std::os::unix::fs::symlink(outside.join("secret"), root.join("backup/link-to-file")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), root.join("backup/link-to-file"))
+            .unwrap();
         let p = LocalProvider::new(&root).unwrap();
 
-        let write = p.put(&key("backup/evil/planted"), Body::from_bytes("x"), &PutOptions::default()).await;
-        assert_eq!(write.unwrap_err().kind(), StorageErrorKind::PermissionDenied);
+        let write = p
+            .put(
+                &key("backup/evil/planted"),
+                Body::from_bytes("x"),
+                &PutOptions::default(),
+            )
+            .await;
+        assert_eq!(
+            write.unwrap_err().kind(),
+            StorageErrorKind::PermissionDenied
+        );
         let read = p.get(&key("backup/evil/secret"), None).await;
-        assert_eq!(read.err().map(|e| e.kind()), Some(StorageErrorKind::PermissionDenied));
+        assert_eq!(
+            read.err().map(|e| e.kind()),
+            Some(StorageErrorKind::PermissionDenied)
+        );
         let read = p.get(&key("backup/link-to-file"), None).await;
-        assert_eq!(read.err().map(|e| e.kind()), Some(StorageErrorKind::PermissionDenied));
-        assert_eq!(p.delete(&key("backup/evil/secret")).await.unwrap_err().kind(), StorageErrorKind::PermissionDenied);
+        assert_eq!(
+            read.err().map(|e| e.kind()),
+            Some(StorageErrorKind::PermissionDenied)
+        );
+        assert_eq!(
+            p.delete(&key("backup/evil/secret"))
+                .await
+                .unwrap_err()
+                .kind(),
+            StorageErrorKind::PermissionDenied
+        );
         // Overwriting the symlink itself replaces the link, never its target.
-        p.put(&key("backup/link-to-file"), Body::from_bytes("replaced"), &PutOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(fs::read_to_string(outside.join("secret")).unwrap(), "outside data");
-        assert_eq!(tree(&outside), ["secret"], "nothing may be written outside the root");
+        p.put(
+            &key("backup/link-to-file"),
+            Body::from_bytes("replaced"),
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            fs::read_to_string(outside.join("secret")).unwrap(),
+            "outside data"
+        );
+        assert_eq!(
+            tree(&outside),
+            ["secret"],
+            "nothing may be written outside the root"
+        );
         // Listings skip symbolic links (pgBackRest's `latest`).
         assert_eq!(keys(&p).await, ["backup/link-to-file"]);
     }
@@ -704,31 +820,56 @@ mod tests {
         }
         // A reserved temp-file name is refused too.
         let e = p
-            .put(&key("dir/.f.cbob-tmp.0123"), Body::from_bytes("x"), &PutOptions::default())
+            .put(
+                &key("dir/.f.cbob-tmp.0123"),
+                Body::from_bytes("x"),
+                &PutOptions::default(),
+            )
             .await
             .unwrap_err();
         assert_eq!(e.kind(), StorageErrorKind::InvalidKey);
-        assert_eq!(tree(tmp.path()), Vec::<String>::new(), "nothing may have been created");
+        assert_eq!(
+            tree(tmp.path()),
+            Vec::<String>::new(),
+            "nothing may have been created"
+        );
     }
 
     #[tokio::test]
     async fn temp_files_and_empty_dirs_are_invisible_and_cleaned() {
         let tmp = tempfile::tempdir().unwrap();
         let p = LocalProvider::with_durability(tmp.path(), Durability::Deferred).unwrap();
-        p.put(&key("a/b/c"), Body::from_bytes("1"), &PutOptions::default()).await.unwrap();
+        p.put(&key("a/b/c"), Body::from_bytes("1"), &PutOptions::default())
+            .await
+            .unwrap();
         // A crashed writer's leftover temp file is not an object.
-        fs::write(tmp.path().join("a/b/.c.cbob-tmp.00000000deadbeef"), "partial").unwrap();
+        fs::write(
+            tmp.path().join("a/b/.c.cbob-tmp.00000000deadbeef"),
+            "partial",
+        )
+        .unwrap();
         assert_eq!(keys(&p).await, ["a/b/c"]);
         // A failed streamed write leaves no temp file behind.
         let body = Body::from_stream(10, crate::testkit::pattern_stream(1, 3));
-        p.put(&key("a/b/d"), body, &PutOptions::default()).await.unwrap_err();
-        assert_eq!(tree(tmp.path()), ["a/b/.c.cbob-tmp.00000000deadbeef", "a/b/c"]);
+        p.put(&key("a/b/d"), body, &PutOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            tree(tmp.path()),
+            ["a/b/.c.cbob-tmp.00000000deadbeef", "a/b/c"]
+        );
         p.barrier().await.unwrap();
         fs::remove_file(tmp.path().join("a/b/.c.cbob-tmp.00000000deadbeef")).unwrap();
         p.delete(&key("a/b/c")).await.unwrap();
-        assert!(!tmp.path().join("a").exists(), "empty directories are pruned after delete");
+        assert!(
+            !tmp.path().join("a").exists(),
+            "empty directories are pruned after delete"
+        );
         assert!(tmp.path().exists(), "the root itself stays");
-        assert_eq!(read_to_bytes(&p, &key("a/b/c")).await.unwrap_err().kind(), StorageErrorKind::NotFound);
+        assert_eq!(
+            read_to_bytes(&p, &key("a/b/c")).await.unwrap_err().kind(),
+            StorageErrorKind::NotFound
+        );
     }
 
     #[tokio::test]
@@ -736,7 +877,9 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let p = LocalProvider::new(tmp.path().join("r")).unwrap();
-        p.put(&key("x/y"), Body::from_bytes("1"), &PutOptions::default()).await.unwrap();
+        p.put(&key("x/y"), Body::from_bytes("1"), &PutOptions::default())
+            .await
+            .unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&tmp.path().join("r/x/y")), 0o640);
         assert_eq!(mode(&tmp.path().join("r/x")) & 0o700, 0o700);
@@ -744,6 +887,9 @@ mod tests {
 
     #[tokio::test]
     async fn relative_roots_are_rejected() {
-        assert_eq!(LocalProvider::new("relative/dir").unwrap_err().kind(), StorageErrorKind::Config);
+        assert_eq!(
+            LocalProvider::new("relative/dir").unwrap_err().kind(),
+            StorageErrorKind::Config
+        );
     }
 }

@@ -71,7 +71,7 @@ pub enum CheckMode {
 }
 
 /// What a provider can do, so callers pick the best strategy without trying and failing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Capabilities {
     /// `copy()` works within this provider.
     pub server_side_copy: bool,
@@ -83,18 +83,6 @@ pub struct Capabilities {
     pub md5: bool,
     /// `head`/`list` report CRC32C.
     pub crc32c: bool,
-}
-
-impl Default for Capabilities {
-    fn default() -> Self {
-        Self {
-            server_side_copy: false,
-            needs_barrier: false,
-            max_object_size: None,
-            md5: false,
-            crc32c: false,
-        }
-    }
 }
 
 /// A store of objects under a root or prefix.
@@ -125,7 +113,12 @@ pub trait StorageProvider: Send + Sync + fmt::Debug {
     async fn get(&self, key: &ObjectKey, range: Option<Range<u64>>) -> StorageResult<ByteStream>;
 
     /// Writes an object from a body of known size, visible only when complete.
-    async fn put(&self, key: &ObjectKey, body: Body, options: &PutOptions) -> StorageResult<ObjectMeta>;
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        body: Body,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta>;
 
     /// Deletes an object; a missing object is not an error.
     async fn delete(&self, key: &ObjectKey) -> StorageResult<()>;
@@ -151,7 +144,10 @@ pub trait StorageProvider: Send + Sync + fmt::Debug {
 pub type DynProvider = Arc<dyn StorageProvider>;
 
 /// Reads a whole (small) object into memory: info files and manifests, never data files.
-pub async fn read_to_bytes(provider: &dyn StorageProvider, key: &ObjectKey) -> StorageResult<bytes::Bytes> {
+pub async fn read_to_bytes(
+    provider: &dyn StorageProvider,
+    key: &ObjectKey,
+) -> StorageResult<bytes::Bytes> {
     let stream = provider.get(key, None).await?;
     collect_stream(stream).await
 }

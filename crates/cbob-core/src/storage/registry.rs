@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::DynProvider;
 use super::error::{StorageError, StorageErrorKind, StorageResult};
 use super::local::LocalFactory;
 use super::spec::ProviderSpec;
-use super::DynProvider;
 
 /// Builds providers of one or more kinds.
 #[async_trait]
@@ -51,13 +51,16 @@ impl ProviderRegistry {
 
     pub fn register(&mut self, factory: Arc<dyn ProviderFactory>) {
         for kind in factory.kinds() {
-            self.entries.insert((*kind).to_string(), Entry::Enabled(factory.clone()));
+            self.entries
+                .insert((*kind).to_string(), Entry::Enabled(factory.clone()));
         }
     }
 
     /// Records that `kind` exists but this binary was built without `feature`.
     pub fn register_disabled(&mut self, kind: &str, feature: &'static str) {
-        self.entries.entry(kind.to_string()).or_insert(Entry::Disabled(feature));
+        self.entries
+            .entry(kind.to_string())
+            .or_insert(Entry::Disabled(feature));
     }
 
     /// The kinds this binary can build.

@@ -85,7 +85,10 @@ impl ProviderSpec {
             other => other,
         };
         let mut parts = rest.trim_matches('/').splitn(2, '/');
-        let first = parts.next().filter(|s| !s.is_empty()).ok_or_else(|| bad("no bucket"))?;
+        let first = parts
+            .next()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad("no bucket"))?;
         let remainder = parts.next().unwrap_or("");
         let mut spec = Self {
             kind: kind.into(),
@@ -112,7 +115,10 @@ impl ProviderSpec {
         match self.kind.as_str() {
             "local" => format!(
                 "local:{}",
-                self.path.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+                self.path
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
             ),
             "azure" => format!(
                 "azure://{}/{}/{}",
@@ -120,7 +126,11 @@ impl ProviderSpec {
                 self.bucket.as_deref().unwrap_or("?"),
                 self.prefix
             ),
-            kind => format!("{kind}://{}/{}", self.bucket.as_deref().unwrap_or("?"), self.prefix),
+            kind => format!(
+                "{kind}://{}/{}",
+                self.bucket.as_deref().unwrap_or("?"),
+                self.prefix
+            ),
         }
     }
 }
@@ -137,12 +147,18 @@ mod tests {
     #[test]
     fn parses_urls() {
         let s = ProviderSpec::parse_url("s3://bkt/some/prefix/").unwrap();
-        assert_eq!((s.kind.as_str(), s.bucket.as_deref(), s.prefix.as_str()), ("s3", Some("bkt"), "some/prefix"));
+        assert_eq!(
+            (s.kind.as_str(), s.bucket.as_deref(), s.prefix.as_str()),
+            ("s3", Some("bkt"), "some/prefix")
+        );
         let s = ProviderSpec::parse_url("file:///srv/repo").unwrap();
         assert_eq!(s.kind, "local");
         assert_eq!(s.path.unwrap(), PathBuf::from("/srv/repo"));
         let s = ProviderSpec::parse_url("azure://acct/cont/p").unwrap();
-        assert_eq!((s.account.as_deref(), s.bucket.as_deref(), s.prefix.as_str()), (Some("acct"), Some("cont"), "p"));
+        assert_eq!(
+            (s.account.as_deref(), s.bucket.as_deref(), s.prefix.as_str()),
+            (Some("acct"), Some("cont"), "p")
+        );
         let s = ProviderSpec::parse_url("gs://b").unwrap();
         assert_eq!((s.kind.as_str(), s.prefix.as_str()), ("gcs", ""));
         assert!(ProviderSpec::parse_url("s3://").is_err());

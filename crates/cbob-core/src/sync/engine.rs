@@ -88,7 +88,11 @@ impl StanzaReport {
 }
 
 /// Syncs one stanza; never panics on remote failures, always returns a report.
-pub async fn sync_stanza(job: &StanzaJob, opts: &SyncOptions, observer: Arc<dyn SyncObserver>) -> StanzaReport {
+pub async fn sync_stanza(
+    job: &StanzaJob,
+    opts: &SyncOptions,
+    observer: Arc<dyn SyncObserver>,
+) -> StanzaReport {
     let started = Instant::now();
     let mut report = StanzaReport {
         name: job.name.clone(),
@@ -117,7 +121,9 @@ pub async fn sync_stanza(job: &StanzaJob, opts: &SyncOptions, observer: Arc<dyn 
 pub fn validate_stanza_name(stanza: &str) -> Result<(), SyncError> {
     let ok = !stanza.is_empty()
         && stanza.len() <= 255
-        && stanza.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && stanza
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && stanza != "."
         && stanza != "..";
     if ok {
@@ -143,10 +149,17 @@ async fn run(
     let archive_info_key = format!("archive/{stanza}/archive.info");
     let backup_info = read_verified_info(&job.source, &backup_info_key)
         .await?
-        .ok_or_else(|| SyncError::Source(format!("no {backup_info_key} in {}", job.source.describe())))?;
+        .ok_or_else(|| {
+            SyncError::Source(format!("no {backup_info_key} in {}", job.source.describe()))
+        })?;
     let archive_info = read_verified_info(&job.source, &archive_info_key)
         .await?
-        .ok_or_else(|| SyncError::Source(format!("no {archive_info_key} in {}", job.source.describe())))?;
+        .ok_or_else(|| {
+            SyncError::Source(format!(
+                "no {archive_info_key} in {}",
+                job.source.describe()
+            ))
+        })?;
 
     let src = list_stanza(&job.source, stanza).await?;
     let dest = list_stanza(&job.dest, stanza).await?;
@@ -154,23 +167,41 @@ async fn run(
     let mut dest_info = DestInfo::default();
     for (slot, key) in [
         (&mut dest_info.archive_info, archive_info_key.clone()),
-        (&mut dest_info.archive_info_copy, format!("{archive_info_key}.copy")),
+        (
+            &mut dest_info.archive_info_copy,
+            format!("{archive_info_key}.copy"),
+        ),
         (&mut dest_info.backup_info, backup_info_key.clone()),
-        (&mut dest_info.backup_info_copy, format!("{backup_info_key}.copy")),
+        (
+            &mut dest_info.backup_info_copy,
+            format!("{backup_info_key}.copy"),
+        ),
     ] {
         if dest.contains_key(&key) {
             *slot = read_optional(&job.dest, &key).await?;
         }
     }
 
-    let plan = plan::build(&job.source, stanza, backup_info, archive_info, &src, &dest, dest_info).await?;
+    let plan = plan::build(
+        &job.source,
+        stanza,
+        backup_info,
+        archive_info,
+        &src,
+        &dest,
+        dest_info,
+    )
+    .await?;
     let (files, bytes) = plan.totals();
     report.planned_files = files;
     report.planned_bytes = bytes;
     report.unchanged_files = plan.unchanged_files;
     report.unchanged_bytes = plan.unchanged_bytes;
     report.backups = plan.backups.iter().map(|b| b.to_string()).collect();
-    report.repaired = plan.copies().filter(|c| matches!(c.reason, Reason::Repair { .. })).count() as u64;
+    report.repaired = plan
+        .copies()
+        .filter(|c| matches!(c.reason, Reason::Repair { .. }))
+        .count() as u64;
     for w in &plan.warnings {
         observer.warning(&job.name, w);
     }
@@ -211,10 +242,12 @@ fn key(s: &str) -> Result<ObjectKey, SyncError> {
 }
 
 async fn barrier(ctx: &TransferContext) -> Result<(), SyncError> {
-    ctx.dest
-        .barrier()
-        .await
-        .map_err(|e| SyncError::storage(format!("making writes durable on {}", ctx.dest.describe()), e))
+    ctx.dest.barrier().await.map_err(|e| {
+        SyncError::storage(
+            format!("making writes durable on {}", ctx.dest.describe()),
+            e,
+        )
+    })
 }
 
 async fn publish(
@@ -251,7 +284,11 @@ async fn publish(
     barrier(ctx).await?;
 
     ctx.observer.phase(&report.name, "info");
-    for (write, k) in plan.write_archive_info.iter().zip([&archive_info_key, &archive_info_copy]) {
+    for (write, k) in plan
+        .write_archive_info
+        .iter()
+        .zip([&archive_info_key, &archive_info_copy])
+    {
         if *write {
             put_bytes(ctx, k, plan.archive_info.clone()).await?;
             count(report, plan.archive_info.len() as u64);
@@ -260,7 +297,11 @@ async fn publish(
     barrier(ctx).await?;
     // backup.info, made durable, then its copy last: a crash in between leaves the main file,
     // which pgBackRest loads first.
-    for (write, k) in plan.write_backup_info.iter().zip([&backup_info_key, &backup_info_copy]) {
+    for (write, k) in plan
+        .write_backup_info
+        .iter()
+        .zip([&backup_info_key, &backup_info_copy])
+    {
         if *write {
             put_bytes(ctx, k, plan.backup_info.clone()).await?;
             count(report, plan.backup_info.len() as u64);
@@ -281,7 +322,11 @@ fn factory(c: &Copy) -> VerifierFactory {
     Box::new(move || check.verifier(&name))
 }
 
-async fn copy_one(ctx: &TransferContext, c: &Copy, report: &mut StanzaReport) -> Result<(), SyncError> {
+async fn copy_one(
+    ctx: &TransferContext,
+    c: &Copy,
+    report: &mut StanzaReport,
+) -> Result<(), SyncError> {
     let n = copy_object(ctx, &c.key, c.size, &factory(c)).await?;
     count(report, n);
     Ok(())
@@ -290,17 +335,30 @@ async fn copy_one(ctx: &TransferContext, c: &Copy, report: &mut StanzaReport) ->
 /// Copies objects in parallel under the run-wide transfer budget. After the first failure no new
 /// transfer starts, but those in flight finish (so none is cut off half-written); every error is
 /// logged and the first is returned.
-async fn copy_all(ctx: &TransferContext, opts: &SyncOptions, copies: &[Copy], report: &mut StanzaReport) -> Result<(), SyncError> {
+async fn copy_all(
+    ctx: &TransferContext,
+    opts: &SyncOptions,
+    copies: &[Copy],
+    report: &mut StanzaReport,
+) -> Result<(), SyncError> {
     if copies.is_empty() {
         return Ok(());
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let concurrency = opts.transfers.available_permits().max(1).max(copies.len().min(64));
+    let concurrency = opts
+        .transfers
+        .available_permits()
+        .max(1)
+        .max(copies.len().min(64));
     let results: Vec<Result<Option<u64>, SyncError>> = futures::stream::iter(copies.iter())
         .map(|c| {
             let stop = stop.clone();
             async move {
-                let _permit = opts.transfers.acquire().await.expect("transfer semaphore is never closed");
+                let _permit = opts
+                    .transfers
+                    .acquire()
+                    .await
+                    .expect("transfer semaphore is never closed");
                 if stop.load(Ordering::SeqCst) {
                     return Ok(None); // not started: an earlier transfer failed
                 }

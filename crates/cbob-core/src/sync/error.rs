@@ -21,8 +21,14 @@ pub enum SyncError {
         source: RepoError,
     },
     /// Copied bytes did not match pgBackRest's checksum, after every retry. Nothing was published.
-    #[error("verification failed for {key} after {attempts} attempt(s): {message}; the object was not published")]
-    Verification { key: String, attempts: u32, message: String },
+    #[error(
+        "verification failed for {key} after {attempts} attempt(s): {message}; the object was not published"
+    )]
+    Verification {
+        key: String,
+        attempts: u32,
+        message: String,
+    },
     /// The source repository is not in a state that can be mirrored safely.
     #[error("source repository: {0}")]
     Source(String),

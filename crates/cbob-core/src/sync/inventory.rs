@@ -7,7 +7,9 @@ use futures::TryStreamExt;
 
 use super::error::SyncError;
 use crate::repo::{InfoVerifier, RepoError, StreamVerifier};
-use crate::storage::{DynProvider, KeyPrefix, ObjectKey, ObjectMeta, StorageErrorKind, read_to_bytes};
+use crate::storage::{
+    DynProvider, KeyPrefix, ObjectKey, ObjectMeta, StorageErrorKind, read_to_bytes,
+};
 
 /// Every object of one stanza, by key.
 pub type Inventory = BTreeMap<String, ObjectMeta>;
@@ -16,13 +18,12 @@ pub type Inventory = BTreeMap<String, ObjectMeta>;
 pub async fn list_stanza(provider: &DynProvider, stanza: &str) -> Result<Inventory, SyncError> {
     let mut inv = Inventory::new();
     for prefix in [format!("archive/{stanza}/"), format!("backup/{stanza}/")] {
-        let p = KeyPrefix::new(prefix.clone()).map_err(|e| SyncError::storage(format!("listing {prefix}"), e))?;
+        let p = KeyPrefix::new(prefix.clone())
+            .map_err(|e| SyncError::storage(format!("listing {prefix}"), e))?;
         let mut stream = provider.list(&p);
-        while let Some(meta) = stream
-            .try_next()
-            .await
-            .map_err(|e| SyncError::storage(format!("listing {} {prefix}", provider.describe()), e))?
-        {
+        while let Some(meta) = stream.try_next().await.map_err(|e| {
+            SyncError::storage(format!("listing {} {prefix}", provider.describe()), e)
+        })? {
             inv.insert(meta.key.as_str().to_string(), meta);
         }
     }
@@ -50,7 +51,10 @@ pub async fn discover_stanzas(provider: &DynProvider) -> Result<Vec<String>, Syn
 /// The bytes of an info file (or manifest) that pass their `backrest-checksum`: the main file,
 /// or its `.copy` when the main one is missing or damaged (as pgBackRest itself loads them).
 /// Returns `None` when neither exists.
-pub async fn read_verified_info(provider: &DynProvider, main: &str) -> Result<Option<Bytes>, SyncError> {
+pub async fn read_verified_info(
+    provider: &DynProvider,
+    main: &str,
+) -> Result<Option<Bytes>, SyncError> {
     let mut last_error: Option<SyncError> = None;
     let mut found_any = false;
     for name in [main.to_string(), format!("{main}.copy")] {
@@ -59,12 +63,17 @@ pub async fn read_verified_info(provider: &DynProvider, main: &str) -> Result<Op
             Ok(bytes) => {
                 found_any = true;
                 let mut v = InfoVerifier::new(name.clone());
-                let checked: Result<(), RepoError> = v.update(&bytes).and_then(|_| StreamVerifier::finish_boxed(Box::new(v)));
+                let checked: Result<(), RepoError> = v
+                    .update(&bytes)
+                    .and_then(|_| StreamVerifier::finish_boxed(Box::new(v)));
                 match checked {
                     Ok(()) => return Ok(Some(bytes)),
                     Err(e) => {
                         tracing::warn!(file = %name, error = %e, "info file failed its checksum; trying the copy");
-                        last_error = Some(SyncError::repo(format!("reading {} {name}", provider.describe()), e));
+                        last_error = Some(SyncError::repo(
+                            format!("reading {} {name}", provider.describe()),
+                            e,
+                        ));
                     }
                 }
             }

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use super::error::SyncError;
 use super::inventory::{Inventory, read_verified_info};
 use crate::repo::{
-    BackupInfo, BackupLabel, BundleSlice, BundleVerifier, FileCheck, FileLocation, InfoVerifier, Manifest, RepoObject,
-    StreamVerifier, WalVerifier, classify, file_verifier,
+    BackupInfo, BackupLabel, BundleSlice, BundleVerifier, FileCheck, FileLocation, InfoVerifier,
+    Manifest, RepoObject, StreamVerifier, WalVerifier, classify, file_verifier,
 };
 use crate::storage::{DynProvider, ObjectKey, ObjectMeta};
 
@@ -62,7 +62,9 @@ impl StreamVerifier for Failing {
 pub enum Reason {
     Missing,
     /// Same name, different size at the destination: an immutable file that is damaged there.
-    Repair { dest_size: u64 },
+    Repair {
+        dest_size: u64,
+    },
 }
 
 /// One object to copy.
@@ -124,7 +126,10 @@ impl StanzaPlan {
             files += 1;
             bytes += c.size;
         }
-        for (flags, data) in [(self.write_archive_info, &self.archive_info), (self.write_backup_info, &self.backup_info)] {
+        for (flags, data) in [
+            (self.write_archive_info, &self.archive_info),
+            (self.write_backup_info, &self.backup_info),
+        ] {
             for f in flags {
                 if f {
                     files += 1;
@@ -162,11 +167,17 @@ fn reason(src: &ObjectMeta, dest: Option<&ObjectMeta>) -> Option<Reason> {
 }
 
 /// Reads a source manifest (main, else copy), verified.
-async fn load_manifest(source: &DynProvider, stanza: &str, label: &BackupLabel) -> Result<Manifest, SyncError> {
+async fn load_manifest(
+    source: &DynProvider,
+    stanza: &str,
+    label: &BackupLabel,
+) -> Result<Manifest, SyncError> {
     let key = format!("backup/{stanza}/{label}/backup.manifest");
-    let bytes = read_verified_info(source, &key)
-        .await?
-        .ok_or_else(|| SyncError::Source(format!("backup {label} is listed in backup.info but has no manifest")))?;
+    let bytes = read_verified_info(source, &key).await?.ok_or_else(|| {
+        SyncError::Source(format!(
+            "backup {label} is listed in backup.info but has no manifest"
+        ))
+    })?;
     Manifest::parse(&bytes).map_err(|e| SyncError::repo(format!("parsing {key}"), e))
 }
 
@@ -188,7 +199,11 @@ pub async fn build(
             "stanza {stanza} is encrypted (repo cipher); cbob cannot verify encrypted repositories yet, so it refuses to copy them unverified"
         )));
     }
-    let listed: BTreeSet<BackupLabel> = backup_info.backups.iter().map(|b| b.label.clone()).collect();
+    let listed: BTreeSet<BackupLabel> = backup_info
+        .backups
+        .iter()
+        .map(|b| b.label.clone())
+        .collect();
     let mut plan = StanzaPlan {
         bootstrap_archive_info: !dest.contains_key(&format!("archive/{stanza}/archive.info")),
         backups: listed.iter().cloned().collect(),
@@ -219,7 +234,9 @@ pub async fn build(
                 continue;
             }
             RepoObject::Unknown => {
-                plan.warnings.push(format!("{key}: not a pgBackRest repository file; not copied"));
+                plan.warnings.push(format!(
+                    "{key}: not a pgBackRest repository file; not copied"
+                ));
                 plan.ignored.push(key.clone());
                 continue;
             }
@@ -229,7 +246,10 @@ pub async fn build(
                     continue;
                 }
                 match why {
-                    Some(r) => backup_work.entry(label.clone()).or_default().push((meta, r)),
+                    Some(r) => backup_work
+                        .entry(label.clone())
+                        .or_default()
+                        .push((meta, r)),
                     None => {
                         plan.unchanged_files += 1;
                         plan.unchanged_bytes += meta.size;
@@ -243,7 +263,11 @@ pub async fn build(
                     continue;
                 }
                 match why {
-                    Some(r) => manifest_work.entry(label.clone()).or_default().push((key_of(key)?, meta.size, r)),
+                    Some(r) => manifest_work.entry(label.clone()).or_default().push((
+                        key_of(key)?,
+                        meta.size,
+                        r,
+                    )),
                     None => {
                         plan.unchanged_files += 1;
                         plan.unchanged_bytes += meta.size;
@@ -290,7 +314,8 @@ pub async fn build(
         let manifest = load_manifest(source, stanza, &label).await?;
         let mut checks: HashMap<String, FileCheck> = HashMap::new();
         for item in manifest.stored_files(stanza) {
-            let (_, loc, check) = item.map_err(|e| SyncError::repo(format!("manifest of {label}"), e))?;
+            let (_, loc, check) =
+                item.map_err(|e| SyncError::repo(format!("manifest of {label}"), e))?;
             if let FileLocation::Object { key } = loc {
                 checks.insert(key.as_str().to_string(), check);
             }
@@ -313,7 +338,9 @@ pub async fn build(
                 }
                 Check::File(c.clone())
             } else {
-                plan.warnings.push(format!("{key}: not in the manifest of backup {label}; not copied"));
+                plan.warnings.push(format!(
+                    "{key}: not in the manifest of backup {label}; not copied"
+                ));
                 plan.ignored.push(key.to_string());
                 continue;
             };

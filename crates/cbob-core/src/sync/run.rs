@@ -25,7 +25,7 @@ pub enum SourceSelection {
         source_endpoint: Option<String>,
     },
     /// Any pgBackRest repository (`--source URL`): every stanza found in it.
-    Repository { spec: ProviderSpec },
+    Repository { spec: Box<ProviderSpec> },
 }
 
 /// Everything a run needs.
@@ -140,7 +140,9 @@ pub async fn run_sync(req: RunRequest, observer: Arc<dyn SyncObserver>) -> RunRe
 
 async fn select_units(req: &RunRequest, report: &mut RunReport) -> Result<Vec<Unit>, String> {
     match &req.source {
-        SourceSelection::Bridge { client, selection, .. } => {
+        SourceSelection::Bridge {
+            client, selection, ..
+        } => {
             let selected = selection.resolve(client).await.map_err(|e| e.to_string())?;
             if let Some(d) = &selected.discovery {
                 report.skipped_replicas = d.replicas.clone();
@@ -171,7 +173,9 @@ async fn select_units(req: &RunRequest, report: &mut RunReport) -> Result<Vec<Un
                 .await
                 .map_err(|e| format!("source {}: {e}", spec.describe()))?;
             let provider = req.source_layers.apply(provider);
-            let stanzas = discover_stanzas(&provider).await.map_err(|e| e.to_string())?;
+            let stanzas = discover_stanzas(&provider)
+                .await
+                .map_err(|e| e.to_string())?;
             if stanzas.is_empty() {
                 return Err(format!(
                     "no pgBackRest stanza found in {} (expected backup/<stanza>/backup.info)",
@@ -212,7 +216,9 @@ async fn run_unit(req: &RunRequest, unit: Unit, observer: Arc<dyn SyncObserver>)
         }
         Unit::Cluster(id) => {
             let SourceSelection::Bridge {
-                client, source_endpoint, ..
+                client,
+                source_endpoint,
+                ..
             } = &req.source
             else {
                 unreachable!("clusters come only from Crunchy Bridge sources")
@@ -273,7 +279,11 @@ fn record(req: &RunRequest, result: &UnitResult) {
         cluster: &result.name,
         destination: &req.dest_description,
         stanza: result.stanza.as_deref(),
-        outcome: if result.ok() { Outcome::Success } else { Outcome::Failed },
+        outcome: if result.ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failed
+        },
         error: error.as_deref(),
         files,
         bytes,

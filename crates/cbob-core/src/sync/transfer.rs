@@ -16,7 +16,8 @@ use super::observer::SyncObserver;
 use crate::layers::{BandwidthLimiter, RetryPolicy};
 use crate::repo::StreamVerifier;
 use crate::storage::{
-    Body, ByteStream, DynProvider, ObjectKey, PutOptions, StorageError, StorageErrorKind, StorageResult,
+    Body, ByteStream, DynProvider, ObjectKey, PutOptions, StorageError, StorageErrorKind,
+    StorageResult,
 };
 
 /// Makes a fresh verifier for each attempt (`None`: size only).
@@ -46,7 +47,10 @@ struct VerifyingStream {
 impl VerifyingStream {
     fn fail(&mut self, message: String) -> Poll<Option<StorageResult<Bytes>>> {
         self.done = true;
-        Poll::Ready(Some(Err(StorageError::corrupt(format!("{}: {message}", self.key)))))
+        Poll::Ready(Some(Err(StorageError::corrupt(format!(
+            "{}: {message}",
+            self.key
+        )))))
     }
 }
 
@@ -86,8 +90,14 @@ impl Stream for VerifyingStream {
             Poll::Ready(None) => {
                 self.done = true;
                 if self.seen != self.expected {
-                    let msg = format!("source ended after {} of {} bytes", self.seen, self.expected);
-                    return Poll::Ready(Some(Err(StorageError::corrupt(format!("{}: {msg}", self.key)))));
+                    let msg = format!(
+                        "source ended after {} of {} bytes",
+                        self.seen, self.expected
+                    );
+                    return Poll::Ready(Some(Err(StorageError::corrupt(format!(
+                        "{}: {msg}",
+                        self.key
+                    )))));
                 }
                 Poll::Ready(None)
             }
@@ -133,12 +143,18 @@ pub async fn copy_object(
     }
 }
 
-async fn copy_once(ctx: &TransferContext, key: &ObjectKey, size: u64, verifier: &VerifierFactory) -> StorageResult<()> {
+async fn copy_once(
+    ctx: &TransferContext,
+    key: &ObjectKey,
+    size: u64,
+    verifier: &VerifierFactory,
+) -> StorageResult<()> {
     let mut check = verifier();
     if size == 0 {
         // Nothing will stream; verify the empty content before writing.
         if let Some(v) = check.take() {
-            v.finish_boxed().map_err(|e| StorageError::corrupt(format!("{key}: {e}")))?;
+            v.finish_boxed()
+                .map_err(|e| StorageError::corrupt(format!("{key}: {e}")))?;
         }
     }
     let stream = ctx.source.get(key, None).await?;
@@ -163,7 +179,14 @@ async fn copy_once(ctx: &TransferContext, key: &ObjectKey, size: u64, verifier: 
         key: key.to_string(),
         done: false,
     };
-    let written = ctx.dest.put(key, Body::from_stream(size, verified.boxed()), &ctx.put_options).await?;
+    let written = ctx
+        .dest
+        .put(
+            key,
+            Body::from_stream(size, verified.boxed()),
+            &ctx.put_options,
+        )
+        .await?;
     if written.size != size {
         return Err(StorageError::corrupt(format!(
             "{key}: destination reports {} bytes after writing {size}",
@@ -174,10 +197,15 @@ async fn copy_once(ctx: &TransferContext, key: &ObjectKey, size: u64, verifier: 
 }
 
 /// Writes small in-memory bytes (info files, manifests read during planning).
-pub async fn put_bytes(ctx: &TransferContext, key: &ObjectKey, bytes: Bytes) -> Result<(), SyncError> {
+pub async fn put_bytes(
+    ctx: &TransferContext,
+    key: &ObjectKey,
+    bytes: Bytes,
+) -> Result<(), SyncError> {
     let n = bytes.len() as u64;
     crate::layers::retry(&ctx.retry, "put", || {
-        ctx.dest.put(key, Body::from_bytes(bytes.clone()), &ctx.put_options)
+        ctx.dest
+            .put(key, Body::from_bytes(bytes.clone()), &ctx.put_options)
     })
     .await
     .map_err(|e| SyncError::storage(format!("writing {key}"), e))?;
@@ -213,24 +241,45 @@ mod tests {
         let dst: DynProvider = Arc::new(LocalProvider::new(tmp.path().join("dst")).unwrap());
         let key = ObjectKey::new("backup/s/L/pg_data/f").unwrap();
         let data = Bytes::from(vec![42u8; 300_000]);
-        src.put(&key, Body::from_bytes(data.clone()), &PutOptions::default()).await.unwrap();
+        src.put(&key, Body::from_bytes(data.clone()), &PutOptions::default())
+            .await
+            .unwrap();
         let sha = hex::encode(Sha1::digest(&data));
         let c = ctx(src.clone(), dst.clone());
 
         let good: VerifierFactory = {
             let sha = sha.clone();
-            Box::new(move || Some(Box::new(StoredVerifier::new("f", &sha, 300_000)) as Box<dyn StreamVerifier>))
+            Box::new(move || {
+                Some(Box::new(StoredVerifier::new("f", &sha, 300_000)) as Box<dyn StreamVerifier>)
+            })
         };
-        assert_eq!(copy_object(&c, &key, 300_000, &good).await.unwrap(), 300_000);
+        assert_eq!(
+            copy_object(&c, &key, 300_000, &good).await.unwrap(),
+            300_000
+        );
         assert_eq!(read_to_bytes(&*dst, &key).await.unwrap(), data);
 
         let key2 = ObjectKey::new("backup/s/L/pg_data/g").unwrap();
-        src.put(&key2, Body::from_bytes(data.clone()), &PutOptions::default()).await.unwrap();
+        src.put(
+            &key2,
+            Body::from_bytes(data.clone()),
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap();
         let wrong: VerifierFactory = Box::new(|| {
-            Some(Box::new(StoredVerifier::new("g", &"0".repeat(40), 300_000)) as Box<dyn StreamVerifier>)
+            Some(Box::new(StoredVerifier::new("g", &"0".repeat(40), 300_000))
+                as Box<dyn StreamVerifier>)
         });
         let e = copy_object(&c, &key2, 300_000, &wrong).await.unwrap_err();
-        assert!(matches!(e, SyncError::Verification { attempts: 3, .. }), "{e}");
-        assert_eq!(dst.head(&key2).await.unwrap_err().kind(), StorageErrorKind::NotFound, "never published");
+        assert!(
+            matches!(e, SyncError::Verification { attempts: 3, .. }),
+            "{e}"
+        );
+        assert_eq!(
+            dst.head(&key2).await.unwrap_err().kind(),
+            StorageErrorKind::NotFound,
+            "never published"
+        );
     }
 }

@@ -17,7 +17,10 @@ pub struct ValidationSummary {
 }
 
 /// Fails with every problem found (not just the first).
-pub async fn validate_destination(dest: &DynProvider, stanza: &str) -> Result<ValidationSummary, SyncError> {
+pub async fn validate_destination(
+    dest: &DynProvider,
+    stanza: &str,
+) -> Result<ValidationSummary, SyncError> {
     let bi_key = format!("backup/{stanza}/backup.info");
     let ai_key = format!("archive/{stanza}/archive.info");
     let bi = read_verified_info(dest, &bi_key)
@@ -32,7 +35,10 @@ pub async fn validate_destination(dest: &DynProvider, stanza: &str) -> Result<Va
     let inv = list_stanza(dest, stanza).await?;
     let mut wal: BTreeSet<(String, String)> = BTreeSet::new(); // (archive id, 24-hex segment)
     for key in inv.keys() {
-        if let RepoObject::WalSegment { archive_id, file, .. } = classify(key) {
+        if let RepoObject::WalSegment {
+            archive_id, file, ..
+        } = classify(key)
+        {
             wal.insert((archive_id.to_string(), file.segment.to_string()));
         }
     }
@@ -54,7 +60,9 @@ pub async fn validate_destination(dest: &DynProvider, stanza: &str) -> Result<Va
                 }
             },
             Ok(None) => {
-                problems.push(format!("backup {label} is listed but its manifest is missing"));
+                problems.push(format!(
+                    "backup {label} is listed but its manifest is missing"
+                ));
                 continue;
             }
             Err(e) => {
@@ -107,7 +115,9 @@ pub async fn validate_destination(dest: &DynProvider, stanza: &str) -> Result<Va
             }
             for seg in needed {
                 if !wal.contains(&(archive_id.clone(), seg.to_string())) {
-                    problems.push(format!("backup {label}: WAL segment {seg} (archive {archive_id}) is missing"));
+                    problems.push(format!(
+                        "backup {label}: WAL segment {seg} (archive {archive_id}) is missing"
+                    ));
                 }
             }
         }

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 
 use crate::storage::{
-    Body, ByteStream, Capabilities, CheckMode, DynProvider, KeyPrefix, ObjectKey, ObjectMeta, PutOptions,
-    StorageError, StorageErrorKind, StorageProvider, StorageResult,
+    Body, ByteStream, Capabilities, CheckMode, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
+    PutOptions, StorageError, StorageErrorKind, StorageProvider, StorageResult,
 };
 
 /// Which failures to inject.
@@ -68,7 +68,10 @@ impl FlakyProvider {
         let n = calls.entry(op).or_insert(0);
         *n += 1;
         if *n <= self.plan.fail_first {
-            return Err(StorageError::new(self.plan.kind, format!("injected failure #{n} of {op}")));
+            return Err(StorageError::new(
+                self.plan.kind,
+                format!("injected failure #{n} of {op}"),
+            ));
         }
         Ok(())
     }
@@ -115,31 +118,43 @@ impl StorageProvider for FlakyProvider {
             Some(limit) if !self.get_broken.swap(true, Ordering::SeqCst) => {
                 let kind = self.plan.kind;
                 // Yield exactly `limit` bytes, splitting a chunk if needed, then fail.
-                let truncated = futures::stream::unfold((stream, 0u64, false), move |(mut s, sent, done)| async move {
-                    if done {
-                        return None;
-                    }
-                    if sent >= limit {
-                        let e = StorageError::new(kind, "injected read break");
-                        return Some((Err(e), (s, sent, true)));
-                    }
-                    match s.next().await {
-                        Some(Ok(chunk)) => {
-                            let room = (limit - sent) as usize;
-                            let part: Bytes = if chunk.len() > room { chunk.slice(..room) } else { chunk };
-                            let n = part.len() as u64;
-                            Some((Ok(part), (s, sent + n, false)))
+                let truncated = futures::stream::unfold(
+                    (stream, 0u64, false),
+                    move |(mut s, sent, done)| async move {
+                        if done {
+                            return None;
                         }
-                        other => other.map(|item| (item, (s, sent, true))),
-                    }
-                });
+                        if sent >= limit {
+                            let e = StorageError::new(kind, "injected read break");
+                            return Some((Err(e), (s, sent, true)));
+                        }
+                        match s.next().await {
+                            Some(Ok(chunk)) => {
+                                let room = (limit - sent) as usize;
+                                let part: Bytes = if chunk.len() > room {
+                                    chunk.slice(..room)
+                                } else {
+                                    chunk
+                                };
+                                let n = part.len() as u64;
+                                Some((Ok(part), (s, sent + n, false)))
+                            }
+                            other => other.map(|item| (item, (s, sent, true))),
+                        }
+                    },
+                );
                 Ok(truncated.boxed())
             }
             _ => Ok(stream),
         }
     }
 
-    async fn put(&self, key: &ObjectKey, body: Body, options: &PutOptions) -> StorageResult<ObjectMeta> {
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        body: Body,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
         self.enter("put")?;
         self.inner.put(key, body, options).await
     }

@@ -7,7 +7,11 @@ use std::time::Duration;
 /// Current RSS in bytes from /proc/self/statm.
 pub fn current_rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -45,6 +49,8 @@ impl RssSampler {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.peak.load(Ordering::Relaxed).saturating_sub(self.baseline)
+        self.peak
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.baseline)
     }
 }

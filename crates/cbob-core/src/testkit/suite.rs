@@ -12,8 +12,8 @@ use sha1::{Digest, Sha1};
 use super::{FailurePlan, FlakyProvider, RssSampler, pattern_bytes, pattern_sha1, pattern_stream};
 use crate::layers::{RetryPolicy, RetryProvider};
 use crate::storage::{
-    Body, CheckMode, DynProvider, KeyPrefix, ObjectKey, PutOptions, StorageErrorKind, StorageProvider,
-    collect_stream, read_to_bytes,
+    Body, CheckMode, DynProvider, KeyPrefix, ObjectKey, PutOptions, StorageErrorKind,
+    StorageProvider, collect_stream, read_to_bytes,
 };
 
 /// Keys in the conformance suite: `k("a/b")`.
@@ -24,10 +24,18 @@ fn k(s: &str) -> ObjectKey {
 async fn put_bytes(p: &dyn StorageProvider, key: &str, data: impl Into<Bytes>) {
     let data = data.into();
     let meta = p
-        .put(&k(key), Body::from_bytes(data.clone()), &PutOptions::default())
+        .put(
+            &k(key),
+            Body::from_bytes(data.clone()),
+            &PutOptions::default(),
+        )
         .await
         .unwrap_or_else(|e| panic!("{}: put {key}: {e}", p.describe()));
-    assert_eq!(meta.size, data.len() as u64, "put returned the wrong size for {key}");
+    assert_eq!(
+        meta.size,
+        data.len() as u64,
+        "put returned the wrong size for {key}"
+    );
 }
 
 async fn get_all(p: &dyn StorageProvider, key: &str) -> Bytes {
@@ -53,7 +61,11 @@ pub async fn roundtrip_and_metadata(p: DynProvider) {
     assert_eq!(head.size, data.len() as u64);
     assert_eq!(head.key.as_str(), "dir/sub/file.txt");
     let listed: Vec<_> = p.list(&KeyPrefix::all()).try_collect().await.expect("list");
-    assert_eq!(listed.len(), 1, "exactly one object expected, got {listed:?}");
+    assert_eq!(
+        listed.len(),
+        1,
+        "exactly one object expected, got {listed:?}"
+    );
     assert_eq!(listed[0].size, data.len() as u64);
     assert_eq!(listed[0].key, head.key);
 }
@@ -61,18 +73,31 @@ pub async fn roundtrip_and_metadata(p: DynProvider) {
 /// A zero-byte object is an object (pgBackRest writes empty files).
 pub async fn empty_object(p: DynProvider) {
     put_bytes(&*p, "empty", Bytes::new()).await;
-    assert_eq!(p.head(&k("empty")).await.expect("head of empty object").size, 0);
+    assert_eq!(
+        p.head(&k("empty"))
+            .await
+            .expect("head of empty object")
+            .size,
+        0
+    );
     assert!(get_all(&*p, "empty").await.is_empty());
     let stream = pattern_stream(1, 0);
-    p.put(&k("empty2"), Body::from_stream(0, stream), &PutOptions::default())
-        .await
-        .expect("streamed empty put");
+    p.put(
+        &k("empty2"),
+        Body::from_stream(0, stream),
+        &PutOptions::default(),
+    )
+    .await
+    .expect("streamed empty put");
     assert_eq!(list_keys(&*p, "").await, ["empty", "empty2"]);
 }
 
 /// head/get of a missing key fail with NotFound, which is not transient.
 pub async fn missing_objects_are_not_found(p: DynProvider) {
-    let e = p.head(&k("nope/missing")).await.expect_err("head of a missing key");
+    let e = p
+        .head(&k("nope/missing"))
+        .await
+        .expect_err("head of a missing key");
     assert_eq!(e.kind(), StorageErrorKind::NotFound, "head: {e}");
     assert!(!e.is_transient());
     let e = match p.get(&k("nope/missing"), None).await {
@@ -86,7 +111,9 @@ pub async fn missing_objects_are_not_found(p: DynProvider) {
 /// 1,536 keys come back exactly once each, sorted, across however many pages the service uses.
 pub async fn list_many_keys_across_pages(p: DynProvider) {
     const N: usize = 1536;
-    let expected: BTreeSet<String> = (0..N).map(|i| format!("many/{:02}/obj-{i:05}", i % 7)).collect();
+    let expected: BTreeSet<String> = (0..N)
+        .map(|i| format!("many/{:02}/obj-{i:05}", i % 7))
+        .collect();
     futures::stream::iter(expected.iter().cloned())
         .map(|key| {
             let p = p.clone();
@@ -97,13 +124,21 @@ pub async fn list_many_keys_across_pages(p: DynProvider) {
         .await;
     put_bytes(&*p, "other/x", "x").await;
     let listed = list_keys(&*p, "many/").await;
-    assert_eq!(listed.len(), N, "listing returned {} keys, expected {N}", listed.len());
+    assert_eq!(
+        listed.len(),
+        N,
+        "listing returned {} keys, expected {N}",
+        listed.len()
+    );
     let mut sorted = listed.clone();
     sorted.sort();
     assert_eq!(listed, sorted, "listing is not in key order");
     let set: BTreeSet<String> = listed.into_iter().collect();
     assert_eq!(set, expected, "listing lost or duplicated keys");
-    assert_eq!(list_keys(&*p, "many/03/").await.len(), (0..N).filter(|i| i % 7 == 3).count());
+    assert_eq!(
+        list_keys(&*p, "many/03/").await.len(),
+        (0..N).filter(|i| i % 7 == 3).count()
+    );
     assert_eq!(list_keys(&*p, "").await.len(), N + 1);
 }
 
@@ -112,9 +147,15 @@ pub async fn list_prefixes_and_order(p: DynProvider) {
     for key in ["a-b", "a.c", "a/b", "a/c/d", "ab", "b"] {
         put_bytes(&*p, key, key).await;
     }
-    assert_eq!(list_keys(&*p, "").await, ["a-b", "a.c", "a/b", "a/c/d", "ab", "b"]);
+    assert_eq!(
+        list_keys(&*p, "").await,
+        ["a-b", "a.c", "a/b", "a/c/d", "ab", "b"]
+    );
     assert_eq!(list_keys(&*p, "a/").await, ["a/b", "a/c/d"]);
-    assert_eq!(list_keys(&*p, "a").await, ["a-b", "a.c", "a/b", "a/c/d", "ab"]);
+    assert_eq!(
+        list_keys(&*p, "a").await,
+        ["a-b", "a.c", "a/b", "a/c/d", "ab"]
+    );
     assert_eq!(list_keys(&*p, "a/c").await, ["a/c/d"]);
     assert!(list_keys(&*p, "zzz").await.is_empty());
 }
@@ -123,9 +164,13 @@ pub async fn list_prefixes_and_order(p: DynProvider) {
 pub async fn large_object_streams_with_flat_memory(p: DynProvider) {
     const SIZE: u64 = 64 * 1024 * 1024;
     let sampler = RssSampler::start();
-    p.put(&k("big/object.bin"), Body::from_stream(SIZE, pattern_stream(7, SIZE)), &PutOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{}: 64 MiB put: {e}", p.describe()));
+    p.put(
+        &k("big/object.bin"),
+        Body::from_stream(SIZE, pattern_stream(7, SIZE)),
+        &PutOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{}: 64 MiB put: {e}", p.describe()));
     let mut stream = p.get(&k("big/object.bin"), None).await.expect("get big");
     let mut h = Sha1::new();
     let mut n = 0u64;
@@ -136,7 +181,11 @@ pub async fn large_object_streams_with_flat_memory(p: DynProvider) {
     }
     let grew = sampler.stop();
     assert_eq!(n, SIZE, "read back {n} bytes of {SIZE}");
-    assert_eq!(<[u8; 20]>::from(h.finalize()), pattern_sha1(7, SIZE), "64 MiB object corrupted");
+    assert_eq!(
+        <[u8; 20]>::from(h.finalize()),
+        pattern_sha1(7, SIZE),
+        "64 MiB object corrupted"
+    );
     assert_eq!(p.head(&k("big/object.bin")).await.unwrap().size, SIZE);
     // Holding the object whole would add at least 64 MiB.
     assert!(
@@ -151,13 +200,27 @@ pub async fn large_object_streams_with_flat_memory(p: DynProvider) {
 /// Ranged reads return exactly the bytes asked for, clamped to the object.
 pub async fn ranged_reads(p: DynProvider) {
     const SIZE: u64 = 1024 * 1024 + 17;
-    p.put(&k("ranged"), Body::from_stream(SIZE, pattern_stream(3, SIZE)), &PutOptions::default())
+    p.put(
+        &k("ranged"),
+        Body::from_stream(SIZE, pattern_stream(3, SIZE)),
+        &PutOptions::default(),
+    )
+    .await
+    .expect("put");
+    for (start, end) in [
+        (0, 10),
+        (1000, 70_000),
+        (SIZE - 5, SIZE),
+        (SIZE - 5, SIZE + 100),
+        (500_000, 500_001),
+    ] {
+        let got = collect_stream(
+            p.get(&k("ranged"), Some(start..end))
+                .await
+                .expect("ranged get"),
+        )
         .await
-        .expect("put");
-    for (start, end) in [(0, 10), (1000, 70_000), (SIZE - 5, SIZE), (SIZE - 5, SIZE + 100), (500_000, 500_001)] {
-        let got = collect_stream(p.get(&k("ranged"), Some(start..end)).await.expect("ranged get"))
-            .await
-            .expect("ranged read");
+        .expect("ranged read");
         let want = pattern_bytes(3, start, (end.min(SIZE) - start) as usize);
         assert_eq!(got.len(), want.len(), "range {start}..{end}: wrong length");
         assert!(got == want, "range {start}..{end}: wrong bytes");
@@ -166,7 +229,12 @@ pub async fn ranged_reads(p: DynProvider) {
 
 /// Overwriting replaces the object, whatever the sizes.
 pub async fn overwrite_replaces_atomically(p: DynProvider) {
-    put_bytes(&*p, "info/backup.info", "first version, longer than the second").await;
+    put_bytes(
+        &*p,
+        "info/backup.info",
+        "first version, longer than the second",
+    )
+    .await;
     put_bytes(&*p, "info/backup.info", "second").await;
     assert_eq!(get_all(&*p, "info/backup.info").await, "second");
     assert_eq!(p.head(&k("info/backup.info")).await.unwrap().size, 6);
@@ -178,9 +246,16 @@ pub async fn delete_is_idempotent(p: DynProvider) {
     put_bytes(&*p, "del/a", "a").await;
     put_bytes(&*p, "del/b", "b").await;
     p.delete(&k("del/a")).await.expect("delete");
-    assert_eq!(p.head(&k("del/a")).await.unwrap_err().kind(), StorageErrorKind::NotFound);
-    p.delete(&k("del/a")).await.expect("second delete of the same key");
-    p.delete(&k("never/existed")).await.expect("delete of a missing key");
+    assert_eq!(
+        p.head(&k("del/a")).await.unwrap_err().kind(),
+        StorageErrorKind::NotFound
+    );
+    p.delete(&k("del/a"))
+        .await
+        .expect("second delete of the same key");
+    p.delete(&k("never/existed"))
+        .await
+        .expect("delete of a missing key");
     assert_eq!(list_keys(&*p, "").await, ["del/b"]);
     p.delete(&k("del/b")).await.expect("delete");
     assert!(list_keys(&*p, "").await.is_empty());
@@ -190,10 +265,15 @@ pub async fn delete_is_idempotent(p: DynProvider) {
 /// existing object under that key is left as it was.
 pub async fn short_or_long_body_is_never_published(p: DynProvider) {
     let short = Body::from_stream(10_000, pattern_stream(5, 4_000));
-    let e = p.put(&k("torn/new"), short, &PutOptions::default()).await.expect_err("short body");
+    let e = p
+        .put(&k("torn/new"), short, &PutOptions::default())
+        .await
+        .expect_err("short body");
     assert_eq!(e.kind(), StorageErrorKind::Corrupt, "short body: {e}");
     let long = Body::from_stream(100, pattern_stream(5, 4_000));
-    p.put(&k("torn/new"), long, &PutOptions::default()).await.expect_err("long body");
+    p.put(&k("torn/new"), long, &PutOptions::default())
+        .await
+        .expect_err("long body");
     assert_eq!(
         p.head(&k("torn/new")).await.unwrap_err().kind(),
         StorageErrorKind::NotFound,
@@ -201,14 +281,30 @@ pub async fn short_or_long_body_is_never_published(p: DynProvider) {
     );
     put_bytes(&*p, "torn/old", "the good copy").await;
     let short = Body::from_stream(10_000, pattern_stream(5, 4_000));
-    p.put(&k("torn/old"), short, &PutOptions::default()).await.expect_err("short body");
-    assert_eq!(get_all(&*p, "torn/old").await, "the good copy", "a torn write replaced a good object");
+    p.put(&k("torn/old"), short, &PutOptions::default())
+        .await
+        .expect_err("short body");
+    assert_eq!(
+        get_all(&*p, "torn/old").await,
+        "the good copy",
+        "a torn write replaced a good object"
+    );
     assert_eq!(list_keys(&*p, "torn/").await, ["torn/old"]);
 }
 
 /// Keys that could escape a root never validate, so no provider can be handed one.
 pub async fn hostile_keys_are_rejected(p: DynProvider) {
-    for bad in ["../escape", "a/../../escape", "/abs", "a//b", "a\\b", "a\0b", "..", "./x", ""] {
+    for bad in [
+        "../escape",
+        "a/../../escape",
+        "/abs",
+        "a//b",
+        "a\\b",
+        "a\0b",
+        "..",
+        "./x",
+        "",
+    ] {
         let e = ObjectKey::new(bad).expect_err(bad);
         assert_eq!(e.kind(), StorageErrorKind::InvalidKey);
         assert!(!e.is_transient());
@@ -229,9 +325,13 @@ pub async fn concurrent_writers(p: DynProvider) {
             let p = p.clone();
             tokio::spawn(async move {
                 let size = 100_000 + i * 1000;
-                p.put(&k(&format!("conc/distinct/{i:03}")), Body::from_stream(size, pattern_stream(i, size)), &PutOptions::default())
-                    .await
-                    .map(|_| ())
+                p.put(
+                    &k(&format!("conc/distinct/{i:03}")),
+                    Body::from_stream(size, pattern_stream(i, size)),
+                    &PutOptions::default(),
+                )
+                .await
+                .map(|_| ())
             })
         })
         .collect();
@@ -244,9 +344,13 @@ pub async fn concurrent_writers(p: DynProvider) {
             let p = p.clone();
             tokio::spawn(async move {
                 let size = 200_000 + i * 7;
-                p.put(&k("conc/same"), Body::from_stream(size, pattern_stream(100 + i, size)), &PutOptions::default())
-                    .await
-                    .map(|_| ())
+                p.put(
+                    &k("conc/same"),
+                    Body::from_stream(size, pattern_stream(100 + i, size)),
+                    &PutOptions::default(),
+                )
+                .await
+                .map(|_| ())
             })
         })
         .collect();
@@ -255,8 +359,16 @@ pub async fn concurrent_writers(p: DynProvider) {
     }
     let got = get_all(&*p, "conc/same").await;
     let winner = (0..16u64).find(|i| got.len() as u64 == 200_000 + i * 7);
-    let i = winner.unwrap_or_else(|| panic!("concurrent writes produced a {}-byte object of no writer", got.len()));
-    assert!(got == pattern_bytes(100 + i, 0, got.len()), "concurrent writes interleaved bytes");
+    let i = winner.unwrap_or_else(|| {
+        panic!(
+            "concurrent writes produced a {}-byte object of no writer",
+            got.len()
+        )
+    });
+    assert!(
+        got == pattern_bytes(100 + i, 0, got.len()),
+        "concurrent writes interleaved bytes"
+    );
     assert_eq!(list_keys(&*p, "conc/same").await, ["conc/same"]);
 }
 
@@ -272,9 +384,13 @@ fn quick_retries(n: u32) -> RetryPolicy {
 /// breaks mid-way); permanent ones are not.
 pub async fn transient_failures_are_retried(p: DynProvider) {
     const SIZE: u64 = 3 * 1024 * 1024 + 5;
-    p.put(&k("retry/obj"), Body::from_stream(SIZE, pattern_stream(9, SIZE)), &PutOptions::default())
-        .await
-        .expect("put");
+    p.put(
+        &k("retry/obj"),
+        Body::from_stream(SIZE, pattern_stream(9, SIZE)),
+        &PutOptions::default(),
+    )
+    .await
+    .expect("put");
     for i in 0..30 {
         put_bytes(&*p, &format!("retry/list/{i:02}"), "x").await;
     }
@@ -286,15 +402,33 @@ pub async fn transient_failures_are_retried(p: DynProvider) {
     let flaky = Arc::new(FlakyProvider::new(p.clone(), plan));
     let retrying = RetryProvider::new(flaky.clone(), quick_retries(3));
 
-    assert_eq!(retrying.head(&k("retry/obj")).await.expect("head through retries").size, SIZE);
-    assert_eq!(flaky.calls("head"), 3, "two injected failures, then success");
+    assert_eq!(
+        retrying
+            .head(&k("retry/obj"))
+            .await
+            .expect("head through retries")
+            .size,
+        SIZE
+    );
+    assert_eq!(
+        flaky.calls("head"),
+        3,
+        "two injected failures, then success"
+    );
 
     let mut h = Sha1::new();
-    let mut stream = retrying.get(&k("retry/obj"), None).await.expect("get through retries");
+    let mut stream = retrying
+        .get(&k("retry/obj"), None)
+        .await
+        .expect("get through retries");
     while let Some(chunk) = stream.next().await {
-        h.update(&chunk.expect("resumed read"));
+        h.update(chunk.expect("resumed read"));
     }
-    assert_eq!(<[u8; 20]>::from(h.finalize()), pattern_sha1(9, SIZE), "a resumed read must be byte-exact");
+    assert_eq!(
+        <[u8; 20]>::from(h.finalize()),
+        pattern_sha1(9, SIZE),
+        "a resumed read must be byte-exact"
+    );
 
     let listed: Vec<_> = retrying
         .list(&KeyPrefix::new("retry/list/").unwrap())
@@ -303,13 +437,23 @@ pub async fn transient_failures_are_retried(p: DynProvider) {
         .await
         .expect("list through retries");
     let want: Vec<String> = (0..30).map(|i| format!("retry/list/{i:02}")).collect();
-    assert_eq!(listed, want, "a restarted listing must not lose or repeat keys");
+    assert_eq!(
+        listed, want,
+        "a restarted listing must not lose or repeat keys"
+    );
 
     retrying
-        .put(&k("retry/put"), Body::from_bytes("in-memory bodies are replayed"), &PutOptions::default())
+        .put(
+            &k("retry/put"),
+            Body::from_bytes("in-memory bodies are replayed"),
+            &PutOptions::default(),
+        )
         .await
         .expect("put through retries");
-    assert_eq!(get_all(&*p, "retry/put").await, "in-memory bodies are replayed");
+    assert_eq!(
+        get_all(&*p, "retry/put").await,
+        "in-memory bodies are replayed"
+    );
 
     // Permanent errors are returned at once.
     let flaky = Arc::new(FlakyProvider::new(p.clone(), FailurePlan::transient(0)));
@@ -332,7 +476,10 @@ pub async fn check_read_write(p: DynProvider) {
         .await
         .unwrap_or_else(|e| panic!("{}: check: {e}", p.describe()));
     p.check(CheckMode::Read).await.expect("read check");
-    assert!(list_keys(&*p, "").await.is_empty(), "check left objects behind");
+    assert!(
+        list_keys(&*p, "").await.is_empty(),
+        "check left objects behind"
+    );
 }
 
 /// Server-side copy works where the provider claims it, and says Unsupported otherwise.
@@ -343,6 +490,9 @@ pub async fn server_side_copy_when_supported(p: DynProvider) {
         r.expect("server-side copy");
         assert_eq!(get_all(&*p, "copy/dst").await, "copied bytes");
     } else {
-        assert_eq!(r.expect_err("copy without capability").kind(), StorageErrorKind::Unsupported);
+        assert_eq!(
+            r.expect_err("copy without capability").kind(),
+            StorageErrorKind::Unsupported
+        );
     }
 }
