@@ -8,6 +8,7 @@
 //! - [`repo`]: the pgBackRest repository model (info files, manifests, WAL names, checksums);
 //! - [`testkit`] (feature `testkit`): the conformance suite every provider runs against itself.
 
+pub mod audit;
 pub mod bridge;
 pub mod config;
 pub mod layers;
