@@ -45,7 +45,11 @@ impl AuditLog {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let mut f = OpenOptions::new().create(true).append(true).mode(0o640).open(&self.path)?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o640)
+                .open(&self.path)?;
             f.write_all(text.as_bytes())
         })();
         if let Err(e) = result {
@@ -63,9 +67,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::in_base(dir.path());
         log.record("sync", "run", json!({"result": "success", "files": 3}));
-        log.record("sync", "prune-backup", json!({"stanza": "abc", "label": "20261124-000000F"}));
+        log.record(
+            "sync",
+            "prune-backup",
+            json!({"stanza": "abc", "label": "20261124-000000F"}),
+        );
         let text = std::fs::read_to_string(log.path()).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["action"], "run");
         assert_eq!(lines[0]["files"], 3);

@@ -1,0 +1,34 @@
+//! One module per subcommand; each `run` returns the exit code or a [`CliError`].
+//!
+//! A command that does work starts with `context::load(global, |sources| args.apply(sources))`,
+//! which exits 2 on an invalid configuration and sets up logging.
+
+pub mod completions;
+pub mod config;
+
+use std::io::{self, Write};
+
+use crate::cli::{Cli, Command};
+use crate::exit_code::{CliError, ExitCode};
+
+/// Runs the parsed command line.
+pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
+    match &cli.command {
+        Command::Config(args) => config::run(&cli.global, args),
+        Command::Completions(args) => completions::run(args),
+    }
+}
+
+/// Writes command output to stdout; a closed pipe (`cbob config show | head`) is not an error.
+pub fn print_out(text: &str) -> Result<(), CliError> {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(CliError::failure(format!("cannot write output: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
