@@ -133,6 +133,9 @@ impl From<FormatArg> for LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Copy every Crunchy Bridge backup (or any pgBackRest repository) to the destination,
+    /// verified against pgBackRest's checksums, valid at every instant
+    Sync(crate::commands::sync::SyncArgs),
     /// Show, check and query the configuration
     Config(ConfigArgs),
     /// Print a shell completion script, e.g. `cbob completions bash > /etc/bash_completion.d/cbob`

@@ -4,12 +4,14 @@
 //! - `context`: configuration loading (flags on top of every source) and logging setup;
 //! - `commands`: one module per subcommand;
 //! - `exit_code`: SPEC §6 exit codes and the mapping from error types;
+//! - `progress`: progress bars on a terminal, periodic log lines otherwise;
 //! - `providers`: the storage providers compiled into this binary.
 
 mod cli;
 mod commands;
 mod context;
 mod exit_code;
+mod progress;
 mod providers;
 
 use clap::Parser;

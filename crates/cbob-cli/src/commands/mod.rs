@@ -5,6 +5,7 @@
 
 pub mod completions;
 pub mod config;
+pub mod sync;
 
 use std::io::{self, Write};
 
@@ -14,6 +15,7 @@ use crate::exit_code::{CliError, ExitCode};
 /// Runs the parsed command line.
 pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     match &cli.command {
+        Command::Sync(args) => sync::run(&cli.global, args),
         Command::Config(args) => config::run(&cli.global, args),
         Command::Completions(args) => completions::run(args),
     }

@@ -9,7 +9,7 @@ mod retry;
 
 use std::sync::Arc;
 
-pub use bandwidth::{BandwidthLimiter, BandwidthProvider, Direction, parse_rate};
+pub use bandwidth::{BandwidthLimiter, BandwidthProvider, Direction};
 pub use concurrency::ConcurrencyLimitProvider;
 pub use retry::{RetryPolicy, RetryProvider, retry};
 
