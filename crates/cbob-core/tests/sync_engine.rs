@@ -67,8 +67,10 @@ async fn mirrors_the_fixture_and_a_restore_from_the_copy_reaches_the_expected_va
     let report = sync(&fx.repo, &dst, &fx.stanza, &options()).await;
     assert!(report.ok(), "sync failed: {:?}", report.error);
     assert_eq!(report.backups.len(), 3);
+    // Every file once, plus the empty backup.info and its copy published on first sight.
     assert_eq!(
-        report.copied_files, fx.expected.files,
+        report.copied_files,
+        fx.expected.files + 2,
         "every file copied once"
     );
     assert_eq!(
@@ -100,7 +102,7 @@ async fn dry_run_writes_nothing() {
     opts.dry_run = true;
     let report = sync(&fx.repo, &dst, &fx.stanza, &opts).await;
     assert!(report.ok(), "{:?}", report.error);
-    assert_eq!(report.planned_files, fx.expected.files);
+    assert_eq!(report.planned_files, fx.expected.files + 2);
     assert_eq!(report.copied_files, 0);
     assert!(tree(&dst).is_empty(), "a dry run wrote to the destination");
 }
@@ -137,11 +139,17 @@ async fn a_corrupted_backup_file_is_detected_and_never_published() {
         other => panic!("expected a verification failure, got {other:?}"),
     }
     assert!(!dst.join(&rel).exists(), "the corrupted file was published");
+    // The stanza exists at the destination, valid and empty: no backup was published.
+    let info = fs::read(dst.join(format!("backup/{}/backup.info", fx.stanza))).unwrap();
+    let info = cbob_core::repo::BackupInfo::parse(&info).unwrap();
     assert!(
-        !dst.join(format!("backup/{}/backup.info", fx.stanza))
-            .exists(),
-        "backup.info must not be published after a failure"
+        info.backups.is_empty(),
+        "backup.info lists {:?} after a failed first sync",
+        info.backups
     );
+    fixture::make_world_readable(&dst);
+    let status = pg::pgbackrest_info_json(&dst, &fx.stanza);
+    assert_eq!(status["status"]["message"], "no valid backups", "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -6,6 +6,7 @@
 //! - [`layout`]: labels, archive ids, and classification of repository keys;
 //! - [`wal`]: WAL segment names and arithmetic;
 //! - [`compress`]: compression types and push-based decompression;
+//! - [`rewrite`]: info files with entries removed and their checksum recomputed;
 //! - [`verify`]: streaming verifiers that check bytes in transit against pgBackRest's checksums.
 
 pub mod compress;
@@ -16,6 +17,7 @@ pub mod ini;
 pub mod layout;
 mod lz4;
 pub mod manifest;
+pub mod rewrite;
 pub mod verify;
 pub mod wal;
 

@@ -1,5 +1,5 @@
 //! Running one stanza's sync in pgBackRest's publish order (SPEC §5 rule 3):
-//! archive.info on first sight → payload (WAL, history, label files, backup files, bundles)
+//! archive.info and an empty backup.info on first sight → payload (WAL, history, label files, backup files, bundles)
 //! → barrier → each new backup's manifest, oldest first (`.copy`, then main) → `backup.history/`
 //! → barrier → archive.info, archive.info.copy → backup.info → backup.info.copy.
 //! A failure anywhere stops publishing, so the destination keeps its previous valid state.
@@ -268,6 +268,15 @@ async fn publish(
             put_bytes(ctx, k, plan.archive_info.clone()).await?;
             count(report, plan.archive_info.len() as u64);
         }
+    }
+    if let Some(empty) = &plan.bootstrap_backup_info {
+        // A new stanza: valid and empty before the first byte of payload lands.
+        barrier(ctx).await?;
+        for k in [&backup_info_key, &backup_info_copy] {
+            put_bytes(ctx, k, empty.clone()).await?;
+            count(report, empty.len() as u64);
+        }
+        barrier(ctx).await?;
     }
 
     ctx.observer.phase(&report.name, "payload");

@@ -88,6 +88,9 @@ pub struct ManifestPublish {
 pub struct StanzaPlan {
     /// The destination has no `archive.info` yet: publish the source's first.
     pub bootstrap_archive_info: bool,
+    /// The destination has no `backup.info` yet: publish this one (the source's with no
+    /// backups listed) right after `archive.info`, so the stanza is valid and empty from the start.
+    pub bootstrap_backup_info: Option<Bytes>,
     /// WAL, history and label files, backup files and bundles: all may move in parallel.
     pub payload: Vec<Copy>,
     /// New backups, oldest first.
@@ -140,6 +143,10 @@ impl StanzaPlan {
         if self.bootstrap_archive_info {
             files += 2;
             bytes += 2 * self.archive_info.len() as u64;
+        }
+        if let Some(b) = &self.bootstrap_backup_info {
+            files += 2;
+            bytes += 2 * b.len() as u64;
         }
         (files, bytes)
     }
@@ -383,6 +390,14 @@ pub async fn build(
     if plan.bootstrap_archive_info {
         // Written first; nothing more to do for it at the end.
         plan.write_archive_info = [false, false];
+    }
+    if !dest.contains_key(&format!("backup/{stanza}/backup.info"))
+        && !dest.contains_key(&format!("backup/{stanza}/backup.info.copy"))
+    {
+        let empty = crate::repo::rewrite::empty_backup_info(&backup_info_bytes).map_err(|e| {
+            SyncError::repo(format!("preparing an empty backup/{stanza}/backup.info"), e)
+        })?;
+        plan.bootstrap_backup_info = Some(Bytes::from(empty));
     }
     plan.archive_info = archive_info_bytes;
     plan.backup_info = backup_info_bytes;
