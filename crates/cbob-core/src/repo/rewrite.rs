@@ -38,7 +38,7 @@ pub fn filter_entries(
     for (section, lines) in &blocks {
         let has_entries = lines.iter().any(|l| {
             let b = l.trim_end_matches('\n');
-            !b.is_empty() && !(b.starts_with('[') && b.ends_with(']'))
+            !(b.is_empty() || b.starts_with('[') && b.ends_with(']'))
         });
         if section.is_some() && !has_entries {
             continue;
