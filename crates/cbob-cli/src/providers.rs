@@ -12,12 +12,12 @@ const FEATURES: &[(&str, &str, bool)] = &[
     ("gcs", "gcs", cfg!(feature = "gcs")),
 ];
 
-/// The registry every command builds providers through.
-///
-/// A provider crate that is compiled in registers its factory here once it has one; until then
-/// the registry answers for that kind with "unknown storage provider" and the kinds it supports.
+/// The registry every command builds providers through: the local provider, every provider
+/// crate compiled in, and the compiled-out ones as disabled.
 pub fn registry() -> ProviderRegistry {
     let mut registry = ProviderRegistry::new();
+    #[cfg(feature = "s3")]
+    cbob_provider_s3::register(&mut registry);
     for (kind, feature, enabled) in FEATURES {
         if !enabled {
             registry.register_disabled(kind, feature);

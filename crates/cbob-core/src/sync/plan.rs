@@ -161,15 +161,16 @@ fn key_of(s: &str) -> Result<ObjectKey, SyncError> {
 }
 
 /// Whether a source object must move, comparing with the destination's listing.
+///
+/// Size only: provider hashes are not comparable across providers (S3 ETags are not MD5s for
+/// multipart or KMS-encrypted objects, and a bucket's default encryption is invisible in a
+/// listing), and a false mismatch would re-copy the whole repository on every run. Content is
+/// verified against pgBackRest's checksums whenever an object does move.
 fn reason(src: &ObjectMeta, dest: Option<&ObjectMeta>) -> Option<Reason> {
     match dest {
         None => Some(Reason::Missing),
         Some(d) if d.size != src.size => Some(Reason::Repair { dest_size: d.size }),
-        Some(d) => match (src.hashes.md5, d.hashes.md5) {
-            // Same size: compare content hashes only where both sides know one.
-            (Some(a), Some(b)) if a != b => Some(Reason::Repair { dest_size: d.size }),
-            _ => None,
-        },
+        Some(_) => None,
     }
 }
 
