@@ -39,6 +39,18 @@ const MIGRATIONS: &[&str] = &[
         latest_backup TEXT,
         PRIMARY KEY (cluster, destination)
     );",
+    // 2: results of restore-check and verify per stanza (latest per kind, plus history).
+    "CREATE TABLE stanza_checks (
+        id INTEGER PRIMARY KEY,
+        stanza TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        result TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL DEFAULT 0,
+        detail TEXT
+    );
+    CREATE INDEX stanza_checks_latest ON stanza_checks (stanza, destination, kind, id);",
 ];
 
 /// The schema version this build writes.

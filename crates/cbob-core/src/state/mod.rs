@@ -111,6 +111,20 @@ pub struct RunRecord {
     pub destination: Option<String>,
 }
 
+/// A restore-check or verify result of one stanza.
+#[derive(Debug, Clone, Serialize)]
+pub struct StanzaCheck {
+    pub stanza: String,
+    pub destination: String,
+    /// `restore-check` or `verify`.
+    pub kind: String,
+    pub at: i64,
+    pub result: String,
+    pub duration_ms: u64,
+    /// Free-form JSON detail (the report), or `None`.
+    pub detail: Option<String>,
+}
+
 /// The open state database.
 pub struct StateDb {
     conn: Connection,
@@ -296,6 +310,62 @@ impl StateDb {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// Records a restore-check or verify result (`kind`) of one stanza.
+    pub fn record_check(
+        &self,
+        stanza: &str,
+        destination: &str,
+        kind: &str,
+        outcome: Outcome,
+        duration: Duration,
+        detail: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO stanza_checks (stanza, destination, kind, at, result, duration_ms, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    stanza,
+                    destination,
+                    kind,
+                    now(),
+                    outcome.as_str(),
+                    duration.as_millis() as i64,
+                    detail
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The latest result of each (stanza, destination, kind), optionally for one kind.
+    pub fn latest_checks(&self, kind: Option<&str>) -> Result<Vec<StanzaCheck>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT stanza, destination, kind, at, result, duration_ms, detail FROM stanza_checks c
+                 WHERE (?1 IS NULL OR kind = ?1)
+                   AND id = (SELECT max(id) FROM stanza_checks d
+                             WHERE d.stanza = c.stanza AND d.destination = c.destination AND d.kind = c.kind)
+                 ORDER BY stanza, kind",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![kind], |r| {
+                Ok(StanzaCheck {
+                    stanza: r.get(0)?,
+                    destination: r.get(1)?,
+                    kind: r.get(2)?,
+                    at: r.get(3)?,
+                    result: r.get(4)?,
+                    duration_ms: r.get::<_, i64>(5)? as u64,
+                    detail: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     /// When a cluster last synced successfully to a destination.
     pub fn last_success(
         &self,
@@ -399,6 +469,26 @@ mod tests {
             order[2], "aaa",
             "the only cluster with a success goes last: {order:?}"
         );
+    }
+
+    #[test]
+    fn records_the_latest_check_per_stanza_and_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open_in(dir.path()).unwrap();
+        let d = Duration::from_millis(10);
+        db.record_check("a", "local:/d", "verify", Outcome::Failed, d, Some("{}"))
+            .unwrap();
+        db.record_check("a", "local:/d", "verify", Outcome::Success, d, None)
+            .unwrap();
+        db.record_check("a", "local:/d", "restore-check", Outcome::Failed, d, None)
+            .unwrap();
+        db.record_check("b", "local:/d", "verify", Outcome::Success, d, None)
+            .unwrap();
+        let all = db.latest_checks(None).unwrap();
+        assert_eq!(all.len(), 3);
+        let verify = db.latest_checks(Some("verify")).unwrap();
+        assert_eq!(verify.len(), 2);
+        assert!(verify.iter().all(|c| c.result == "success"));
     }
 
     #[test]
