@@ -51,6 +51,21 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT
     );
     CREATE INDEX stanza_checks_latest ON stanza_checks (stanza, destination, kind, id);",
+    // 3: replication status per replica.
+    "CREATE TABLE replica_status (
+        name TEXT PRIMARY KEY,
+        destination TEXT NOT NULL,
+        last_attempt_at INTEGER,
+        last_success_at INTEGER,
+        last_result TEXT,
+        last_error TEXT,
+        last_files INTEGER,
+        last_bytes INTEGER,
+        last_duration_ms INTEGER,
+        stanzas INTEGER,
+        repo_files INTEGER,
+        repo_bytes INTEGER
+    );",
 ];
 
 /// The schema version this build writes.

@@ -125,6 +125,38 @@ pub struct StanzaCheck {
     pub detail: Option<String>,
 }
 
+/// What one replica's replication run recorded.
+#[derive(Debug, Clone)]
+pub struct ReplicaRecord<'a> {
+    pub name: &'a str,
+    pub destination: &'a str,
+    pub outcome: Outcome,
+    pub error: Option<&'a str>,
+    pub files: u64,
+    pub bytes: u64,
+    pub duration: Duration,
+    pub stanzas: u64,
+    pub repo_files: u64,
+    pub repo_bytes: u64,
+}
+
+/// A replica's status, as `replicate status` and metrics show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaStatus {
+    pub name: String,
+    pub destination: String,
+    pub last_attempt_at: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub last_result: Option<String>,
+    pub last_error: Option<String>,
+    pub last_files: u64,
+    pub last_bytes: u64,
+    pub last_duration_ms: u64,
+    pub stanzas: u64,
+    pub repo_files: u64,
+    pub repo_bytes: u64,
+}
+
 /// The open state database.
 pub struct StateDb {
     conn: Connection,
@@ -364,6 +396,88 @@ impl StateDb {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Records one replica's replication result; a success also updates the sizes.
+    pub fn record_replica(&self, rec: &ReplicaRecord<'_>) -> Result<(), StateError> {
+        let success = rec.outcome == Outcome::Success;
+        self.conn
+            .execute(
+                "INSERT INTO replica_status (name, destination, last_attempt_at, last_success_at, last_result, last_error,
+                     last_files, last_bytes, last_duration_ms, stanzas, repo_files, repo_bytes)
+                 VALUES (?1, ?2, ?3, CASE WHEN ?4 THEN ?3 END, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (name) DO UPDATE SET
+                     destination = excluded.destination,
+                     last_attempt_at = excluded.last_attempt_at,
+                     last_success_at = CASE WHEN ?4 THEN excluded.last_attempt_at ELSE last_success_at END,
+                     last_result = excluded.last_result,
+                     last_error = excluded.last_error,
+                     last_files = excluded.last_files,
+                     last_bytes = excluded.last_bytes,
+                     last_duration_ms = excluded.last_duration_ms,
+                     stanzas = CASE WHEN ?4 THEN excluded.stanzas ELSE stanzas END,
+                     repo_files = CASE WHEN ?4 THEN excluded.repo_files ELSE repo_files END,
+                     repo_bytes = CASE WHEN ?4 THEN excluded.repo_bytes ELSE repo_bytes END",
+                params![
+                    rec.name,
+                    rec.destination,
+                    now(),
+                    success,
+                    rec.outcome.as_str(),
+                    rec.error,
+                    rec.files as i64,
+                    rec.bytes as i64,
+                    rec.duration.as_millis() as i64,
+                    rec.stanzas as i64,
+                    rec.repo_files as i64,
+                    rec.repo_bytes as i64,
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every replica's status, by name.
+    pub fn replica_statuses(&self) -> Result<Vec<ReplicaStatus>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, destination, last_attempt_at, last_success_at, last_result, last_error,
+                        last_files, last_bytes, last_duration_ms, stanzas, repo_files, repo_bytes
+                 FROM replica_status ORDER BY name",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let u = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.unwrap_or(0) as u64);
+                Ok(ReplicaStatus {
+                    name: r.get(0)?,
+                    destination: r.get(1)?,
+                    last_attempt_at: r.get(2)?,
+                    last_success_at: r.get(3)?,
+                    last_result: r.get(4)?,
+                    last_error: r.get(5)?,
+                    last_files: u(6)?,
+                    last_bytes: u(7)?,
+                    last_duration_ms: u(8)?,
+                    stanzas: u(9)?,
+                    repo_files: u(10)?,
+                    repo_bytes: u(11)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Test hook and operator escape hatch: pretend a replica last succeeded at `at`.
+    pub fn set_replica_success_time(&self, name: &str, at: i64) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE replica_status SET last_success_at = ?2, last_attempt_at = ?2 WHERE name = ?1",
+                params![name, at],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// When a cluster last synced successfully to a destination.

@@ -274,13 +274,35 @@ impl Drop for TempGuard {
     }
 }
 
+/// `.<name>.cbob-tmp.<pid>.<random>`: the writer's PID lets a later listing reap the temp files
+/// of a writer that was killed (SIGKILL runs no destructor).
 fn temp_name(final_path: &Path) -> PathBuf {
     let name = final_path
         .file_name()
         .map(OsStr::to_string_lossy)
         .unwrap_or_default();
     let tag: u64 = rand::random();
-    final_path.with_file_name(format!(".{name}{TEMP_MARKER}{tag:016x}"))
+    let pid = std::process::id();
+    final_path.with_file_name(format!(".{name}{TEMP_MARKER}{pid}.{tag:016x}"))
+}
+
+/// Whether a temp file name belongs to a writer process that no longer exists.
+fn temp_writer_is_dead(file_name: &str) -> bool {
+    let Some((_, tail)) = file_name.rsplit_once(TEMP_MARKER) else {
+        return false;
+    };
+    let Some((pid, _)) = tail.split_once('.') else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<libc::pid_t>() else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 #[async_trait]
@@ -620,7 +642,22 @@ fn walk(inner: &Inner, prefix: &KeyPrefix, tx: &mpsc::Sender<StorageResult<Objec
             }
             continue;
         }
-        if !key.starts_with(prefix) || name.contains(TEMP_MARKER) {
+        if name.contains(TEMP_MARKER) {
+            // A killed writer's leftover: invisible, and removed once its process is gone.
+            if temp_writer_is_dead(&name) {
+                let path = root.join(&key);
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::debug!(path = %path.display(), "removed a killed writer's temp file")
+                    }
+                    Err(e) => {
+                        tracing::debug!(path = %path.display(), error = %e, "cannot remove a stale temp file")
+                    }
+                }
+            }
+            continue;
+        }
+        if !key.starts_with(prefix) {
             continue;
         }
         let Ok(object_key) = ObjectKey::new(key.clone()) else {
@@ -870,6 +907,30 @@ mod tests {
             read_to_bytes(&p, &key("a/b/c")).await.unwrap_err().kind(),
             StorageErrorKind::NotFound
         );
+    }
+
+    #[tokio::test]
+    async fn a_killed_writers_temp_files_are_reaped_by_the_next_listing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = LocalProvider::new(tmp.path()).unwrap();
+        p.put(
+            &key("d/kept"),
+            Body::from_bytes("1"),
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap();
+        // A dead writer (a PID that cannot exist) and a live one (this process).
+        let dead = tmp.path().join("d/.x.cbob-tmp.2147483646.00000000deadbeef");
+        let live = tmp.path().join(format!(
+            "d/.y.cbob-tmp.{}.00000000deadbeef",
+            std::process::id()
+        ));
+        fs::write(&dead, "partial").unwrap();
+        fs::write(&live, "in flight").unwrap();
+        assert_eq!(keys(&p).await, ["d/kept"]);
+        assert!(!dead.exists(), "a dead writer's temp file is removed");
+        assert!(live.exists(), "a live writer's temp file is left alone");
     }
 
     #[tokio::test]

@@ -1,0 +1,235 @@
+//! Replication: the primary destination copied to every replica with the sync engine itself, so
+//! each replica gets the same inventory, publish order and streaming verification as `cbob sync`.
+//! Replicas run in parallel; one failing never stops the others.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::StreamExt;
+use tokio::sync::Semaphore;
+
+use super::compare::{Comparison, compare};
+use super::config::{ReplicaConfig, ReplicationSettings};
+use crate::layers::{BandwidthLimiter, Layers, RetryPolicy};
+use crate::state::{Outcome, ReplicaRecord, StateDb};
+use crate::storage::{DynProvider, ProviderRegistry, PutOptions};
+use crate::sync::{
+    StanzaJob, StanzaReport, SyncObserver, SyncOptions, discover_stanzas, sync_stanza,
+};
+
+/// What a replication run needs.
+pub struct ReplicateRequest {
+    pub primary: DynProvider,
+    pub replicas: Vec<ReplicaConfig>,
+    pub settings: ReplicationSettings,
+    pub registry: Arc<ProviderRegistry>,
+    /// Replicas worked on at once (`--parallel`).
+    pub parallel: usize,
+    pub dry_run: bool,
+    /// Validate each replica and compare it with the primary after copying (`--verify` or
+    /// `settings.verify_after_sync`).
+    pub verify: bool,
+    pub state: Option<Arc<Mutex<StateDb>>>,
+}
+
+/// One replica's result.
+#[derive(Debug)]
+pub struct ReplicaResult {
+    pub name: String,
+    pub destination: String,
+    pub stanzas: Vec<StanzaReport>,
+    /// Why the replica failed before or besides its stanzas (provider, listing, comparison).
+    pub error: Option<String>,
+    pub comparison: Option<Comparison>,
+    pub duration: Duration,
+}
+
+impl ReplicaResult {
+    pub fn ok(&self) -> bool {
+        self.error.is_none() && self.stanzas.iter().all(StanzaReport::ok)
+    }
+
+    pub fn copied(&self) -> (u64, u64) {
+        self.stanzas
+            .iter()
+            .fold((0, 0), |(f, b), r| (f + r.copied_files, b + r.copied_bytes))
+    }
+
+    /// Every failure, one per line.
+    pub fn errors(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.error.iter().cloned().collect();
+        for s in &self.stanzas {
+            if let Some(e) = &s.error {
+                v.push(format!("stanza {}: {e}", s.stanza));
+            }
+        }
+        v
+    }
+}
+
+/// Runs replication to every replica in `req` and records the results.
+pub async fn replicate(
+    req: ReplicateRequest,
+    observer: Arc<dyn SyncObserver>,
+) -> Vec<ReplicaResult> {
+    let stanzas = discover_stanzas(&req.primary)
+        .await
+        .map_err(|e| e.to_string());
+    let bandwidth = req
+        .settings
+        .bandwidth_limit
+        .map(|r| BandwidthLimiter::new(r.bytes_per_second()));
+    let retry = RetryPolicy::new(req.settings.retry_attempts, req.settings.retry_delay);
+    let req = &req;
+    let stanzas = &stanzas;
+    let bandwidth = &bandwidth;
+    let observer = &observer;
+    let mut results: Vec<ReplicaResult> = futures::stream::iter(req.replicas.iter())
+        .map(|replica| async move {
+            let started = Instant::now();
+            let mut result = one_replica(
+                req,
+                replica,
+                stanzas,
+                bandwidth.clone(),
+                retry,
+                observer.clone(),
+            )
+            .await;
+            result.duration = started.elapsed();
+            record(req, &result);
+            result
+        })
+        .buffer_unordered(req.parallel.max(1))
+        .collect()
+        .await;
+    results.sort_by(|a, b| a.name.cmp(&b.name));
+    results
+}
+
+async fn one_replica(
+    req: &ReplicateRequest,
+    replica: &ReplicaConfig,
+    stanzas: &Result<Vec<String>, String>,
+    bandwidth: Option<Arc<BandwidthLimiter>>,
+    retry: RetryPolicy,
+    observer: Arc<dyn SyncObserver>,
+) -> ReplicaResult {
+    let mut result = ReplicaResult {
+        name: replica.name.clone(),
+        destination: String::new(),
+        stanzas: Vec::new(),
+        error: None,
+        comparison: None,
+        duration: Duration::ZERO,
+    };
+    let spec = match replica.store.provider_spec() {
+        Ok(s) => s,
+        Err(e) => {
+            result.error = Some(e);
+            return result;
+        }
+    };
+    result.destination = spec.describe();
+    let dest = match req.registry.build(&spec).await {
+        Ok(p) => Layers {
+            retry: Some(retry),
+            ..Layers::default()
+        }
+        .apply(p),
+        Err(e) => {
+            result.error = Some(format!("{}: {e}", spec.describe()));
+            return result;
+        }
+    };
+    let stanzas = match stanzas {
+        Ok(s) if s.is_empty() => {
+            result.error = Some(format!(
+                "the primary {} holds no stanza",
+                req.primary.describe()
+            ));
+            return result;
+        }
+        Ok(s) => s,
+        Err(e) => {
+            result.error = Some(format!("listing the primary: {e}"));
+            return result;
+        }
+    };
+    let options = SyncOptions {
+        transfers: Arc::new(Semaphore::new(req.settings.parallel_transfers.max(1))),
+        retry,
+        bandwidth,
+        dry_run: req.dry_run,
+        validate: req.verify,
+        put_options: PutOptions {
+            storage_class: replica.store.storage_class.clone(),
+        },
+    };
+    for stanza in stanzas {
+        let job = StanzaJob {
+            name: format!("{}/{stanza}", replica.name),
+            stanza: stanza.clone(),
+            source: req.primary.clone(),
+            dest: dest.clone(),
+        };
+        result
+            .stanzas
+            .push(sync_stanza(&job, &options, observer.clone()).await);
+    }
+    if req.verify && !req.dry_run && result.ok() {
+        match compare(&req.primary, &dest, stanzas).await {
+            Ok(c) => {
+                if c.behind() > 0 {
+                    result.error = Some(format!(
+                        "after copying, {} objects are still missing or different at the replica (e.g. {})",
+                        c.behind(),
+                        c.missing
+                            .iter()
+                            .chain(&c.different)
+                            .next()
+                            .cloned()
+                            .unwrap_or_default()
+                    ));
+                }
+                result.comparison = Some(c);
+            }
+            Err(e) => result.error = Some(format!("comparing with the primary: {e}")),
+        }
+    }
+    result
+}
+
+fn record(req: &ReplicateRequest, r: &ReplicaResult) {
+    let Some(state) = &req.state else { return };
+    if req.dry_run {
+        return;
+    }
+    let (files, bytes) = r.copied();
+    let errors = r.errors().join("; ");
+    let (repo_files, repo_bytes) = r.stanzas.iter().fold((0, 0), |(f, b), s| {
+        (
+            f + s.unchanged_files + s.copied_files,
+            b + s.unchanged_bytes + s.copied_bytes,
+        )
+    });
+    let rec = ReplicaRecord {
+        name: &r.name,
+        destination: &r.destination,
+        outcome: if r.ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failed
+        },
+        error: (!errors.is_empty()).then_some(errors.as_str()),
+        files,
+        bytes,
+        duration: r.duration,
+        stanzas: r.stanzas.len() as u64,
+        repo_files,
+        repo_bytes,
+    };
+    if let Err(e) = state.lock().expect("state lock").record_replica(&rec) {
+        tracing::error!(replica = %r.name, error = %e, "could not record the replication result");
+    }
+}
