@@ -516,7 +516,12 @@ impl StorageProvider for LocalProvider {
             }
             if let Some(dir) = path.parent() {
                 if inner.durability == Durability::PerWrite {
-                    inner.sync_dir(dir)?;
+                    match inner.sync_dir(dir) {
+                        // A concurrent delete removed the last file and pruned the directory:
+                        // the removal is durable along with the directory's own removal.
+                        Err(e) if e.kind() == StorageErrorKind::NotFound => {}
+                        other => other?,
+                    }
                 }
                 inner.prune_empty_dirs(dir);
             }
