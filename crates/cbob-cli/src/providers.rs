@@ -18,6 +18,12 @@ pub fn registry() -> ProviderRegistry {
     let mut registry = ProviderRegistry::new();
     #[cfg(feature = "s3")]
     cbob_provider_s3::register(&mut registry);
+    #[cfg(feature = "azure")]
+    cbob_provider_azure::register(&mut registry);
+    #[cfg(feature = "gcs")]
+    cbob_provider_gcs::register(&mut registry);
+    #[cfg(feature = "minio")]
+    cbob_provider_minio::register(&mut registry);
     for (kind, feature, enabled) in FEATURES {
         if !enabled {
             registry.register_disabled(kind, feature);
