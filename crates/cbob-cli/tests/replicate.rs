@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cbob_core::storage::{DynProvider, KeyPrefix, ProviderRegistry, ProviderSpec, read_to_bytes};
-use cbob_test_support::{fixture, moto, pg, s3s_fs};
+use cbob_test_support::{azurite, fake_gcs, fixture, moto, pg, s3s_fs};
 use futures::TryStreamExt;
 use serde_json::Value;
 
@@ -103,10 +103,12 @@ fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
 }
 
-/// Downloads everything under an S3 prefix into a map, through cbob's own S3 provider.
+/// Downloads everything under a prefix into a map, through cbob's own providers.
 async fn download(spec: ProviderSpec) -> BTreeMap<String, Vec<u8>> {
     let mut registry = ProviderRegistry::new();
     cbob_provider_s3::register(&mut registry);
+    cbob_provider_azure::register(&mut registry);
+    cbob_provider_gcs::register(&mut registry);
     let p: DynProvider = registry.build(&spec).await.unwrap();
     let metas: Vec<_> = p.list(&KeyPrefix::all()).try_collect().await.unwrap();
     let mut out = BTreeMap::new();
@@ -151,10 +153,16 @@ async fn replicates_to_several_stores_in_one_run_identically_and_restorably() {
     let mc = m.credentials();
     let sc = s.credentials();
     let local_replica = w.fx.dir().join("replica-local");
+    let az = azurite();
+    let container = az.fresh_container("repl");
+    let gcs = fake_gcs();
+    let gcs_bucket = gcs.fresh_bucket("repl");
     w.write_yaml(&format!(
         "replication:\n  replicas:\n\
          \x20   - {{name: aws-eu, provider: aws, region: us-east-1, bucket: {moto_bucket}, prefix: backups/, endpoint: {}, access_key: {}, secret_key: {}}}\n\
          \x20   - {{name: minio-like, provider: minio, bucket: {s3s_bucket}, prefix: r, endpoint: {}, access_key: {}, secret_key: {}}}\n\
+         \x20   - {{name: azure-west, provider: azure, storage_account: {}, container: {container}, prefix: replicas/, endpoint: {}, secret_key: {}, storage_class: cool}}\n\
+         \x20   - {{name: gcp-asia, provider: gcp, bucket: {gcs_bucket}, prefix: g, endpoint: {}}}\n\
          \x20   - {{name: disk, provider: local, path: {}}}\n\
          \x20 settings: {{parallel_transfers: 8, verify_after_sync: true, retry_attempts: 1, retry_delay: 1}}\n",
         m.endpoint(),
@@ -163,12 +171,16 @@ async fn replicates_to_several_stores_in_one_run_identically_and_restorably() {
         s.endpoint(),
         sc.access_key_id,
         sc.secret_access_key,
+        azurite::ACCOUNT,
+        az.endpoint(),
+        azurite::ACCOUNT_KEY,
+        gcs.endpoint(),
         local_replica.display()
     ));
     let out = w.cbob(&["replicate", "sync", "--format", "json"], &[]);
     let doc = json(&out);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(doc["replicas"].as_array().unwrap().len(), 3);
+    assert_eq!(doc["replicas"].as_array().unwrap().len(), 5);
     let source = tree(&w.fx.repo);
 
     // Each replica is byte-identical to the primary (and so to the fixture).

@@ -11,15 +11,24 @@
 pub mod audit;
 pub mod bridge;
 pub mod config;
+pub mod daemon;
+pub mod expire;
+pub mod info;
 pub mod layers;
 pub mod lock;
 pub mod logging;
+pub mod metrics;
+pub mod notify;
+pub mod pg;
+pub mod replicate;
 pub mod repo;
+pub mod restore;
 pub mod secret;
 pub mod state;
 pub mod storage;
 pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod verify;
 
 pub use secret::Secret;

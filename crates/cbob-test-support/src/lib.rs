@@ -33,6 +33,7 @@ pub mod bridge;
 pub mod fixture;
 pub mod gcs;
 pub mod http;
+pub mod http_recorder;
 pub mod locate;
 pub mod moto;
 pub mod pg;

@@ -1,4 +1,5 @@
-//! `cbob config show|validate|get`.
+//! `cbob config show|validate|get|init|set`. `init` and `set` live in `config_write.rs`,
+//! `validate --check` in `config_check.rs`.
 
 use cbob_core::config::{self, ConfigProblem, Origin, Resolved, Severity, keys};
 
@@ -12,7 +13,9 @@ use super::print_out;
 pub fn run(global: &GlobalArgs, args: &ConfigArgs) -> Result<ExitCode, CliError> {
     match &args.command {
         ConfigCommand::Show { format, unmask } => show(global, *format, *unmask),
-        ConfigCommand::Validate => validate(global),
+        ConfigCommand::Validate(v) => validate(global, v.check),
+        ConfigCommand::Init(a) => super::config_write::init(global, a),
+        ConfigCommand::Set(a) => super::config_write::set(global, a),
         ConfigCommand::Get { key, unmask } => get(global, key, *unmask),
     }
 }
@@ -34,11 +37,12 @@ fn show(global: &GlobalArgs, format: ShowFormat, unmask: bool) -> Result<ExitCod
     }
 }
 
-/// Reports every problem, errors first, on stdout; exit 2 when any is an error.
-fn validate(global: &GlobalArgs) -> Result<ExitCode, CliError> {
-    let (mut problems, resolved) = match config::load(&context::sources(global, |_| {})) {
-        Ok(cfg) => (cfg.warnings, cfg.resolved),
-        Err(err) => (err.problems, err.resolved),
+/// Reports every problem, errors first, on stdout; exit 2 when any is an error. With `check`
+/// (and no error), then proves the Bridge API, the destination and the notifiers reachable.
+fn validate(global: &GlobalArgs, check: bool) -> Result<ExitCode, CliError> {
+    let (mut problems, resolved, loaded) = match config::load(&context::sources(global, |_| {})) {
+        Ok(cfg) => (cfg.warnings.clone(), cfg.resolved.clone(), Some(cfg)),
+        Err(err) => (err.problems, err.resolved, None),
     };
     problems.extend(provider_problem(&resolved));
     problems.sort_by_key(|p| std::cmp::Reverse(p.severity));
@@ -74,7 +78,10 @@ fn validate(global: &GlobalArgs) -> Result<ExitCode, CliError> {
         ExitCode::Usage
     };
     print_out(&out)?;
-    Ok(code)
+    match loaded {
+        Some(cfg) if check && code == ExitCode::Success => super::config_check::run(&cfg),
+        _ => Ok(code),
+    }
 }
 
 /// A destination this binary cannot write to: compiled out (error, names the feature), or

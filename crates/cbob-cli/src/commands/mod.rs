@@ -5,7 +5,19 @@
 
 pub mod completions;
 pub mod config;
+pub mod config_check;
+pub mod config_prompt;
+pub mod config_write;
+pub mod daemon;
+pub mod expire;
+pub mod info;
+pub mod man;
+pub mod metrics;
+pub mod postgres;
+pub mod replicate;
+pub mod restore_check;
 pub mod sync;
+pub mod verify;
 
 use std::io::{self, Write};
 
@@ -16,8 +28,17 @@ use crate::exit_code::{CliError, ExitCode};
 pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     match &cli.command {
         Command::Sync(args) => sync::run(&cli.global, args),
+        Command::RestoreCheck(args) => restore_check::run(&cli.global, args),
+        Command::Verify(args) => verify::run(&cli.global, args),
+        Command::Info(args) => info::run(&cli.global, args),
+        Command::Expire(args) => expire::run(&cli.global, args),
+        Command::Postgres(args) => postgres::run(&cli.global, args),
+        Command::Replicate(args) => replicate::run(&cli.global, args),
         Command::Config(args) => config::run(&cli.global, args),
         Command::Completions(args) => completions::run(args),
+        Command::Metrics(args) => metrics::run(&cli.global, args),
+        Command::Daemon(args) => daemon::run(&cli.global, args),
+        Command::Manpages(args) => man::run(args),
     }
 }
 

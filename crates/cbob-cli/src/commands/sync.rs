@@ -13,8 +13,10 @@ use cbob_core::bridge::{BridgeClient, ClusterSelection};
 use cbob_core::config::{Config, ConfigSources};
 use cbob_core::layers::{BandwidthLimiter, Layers, RetryPolicy};
 use cbob_core::lock::{LockError, RunLock};
+use cbob_core::metrics;
+use cbob_core::notify::{self, Event, Notifiers};
 use cbob_core::state::{Outcome, StateDb};
-use cbob_core::storage::{CheckMode, StorageErrorKind};
+use cbob_core::storage::{CheckMode, DynProvider, ProviderSpec, StorageErrorKind};
 use cbob_core::sync::{
     PruneReport, RunReport, RunRequest, SourceSelection, SyncOptions, prune_stanza, run_sync,
 };
@@ -120,6 +122,51 @@ pub fn run(global: &GlobalArgs, args: &SyncArgs) -> Result<ExitCode, CliError> {
     runtime.block_on(sync(global, args, config))
 }
 
+/// Proves the destination usable before a run, without writing to it: a write probe on every
+/// run would leave versions and delete markers in versioned buckets and fail on WORM buckets.
+/// Object stores are listed (bucket exists, credentials accepted); a local directory (created on
+/// the first write) must have a writable nearest existing ancestor.
+async fn check_destination(dest: &DynProvider, spec: &ProviderSpec) -> Result<(), CliError> {
+    let describe = spec.describe();
+    if spec.kind == "local" {
+        let root = spec.path.clone().unwrap_or_default();
+        let mut probe = root.as_path();
+        while !probe.exists() {
+            probe = match probe.parent() {
+                Some(p) => p,
+                None => break,
+            };
+        }
+        let c = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()).map_err(|_| {
+            CliError::usage(format!(
+                "destination path {} contains a NUL byte",
+                root.display()
+            ))
+        })?;
+        // SAFETY: access(2) on a valid C string.
+        let writable = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+        if !writable {
+            return Err(CliError::new(
+                ExitCode::Permission,
+                format!(
+                    "destination {describe} is not usable: {} is not writable by this user; fix its \
+                     permissions or set CBOB_TARGET_PATH / --target to a writable directory",
+                    probe.display()
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    dest.check(CheckMode::Read).await.map_err(|e| {
+        let code = match e.kind() {
+            StorageErrorKind::PermissionDenied => ExitCode::Permission,
+            StorageErrorKind::Config => ExitCode::Usage,
+            _ => ExitCode::Failure,
+        };
+        CliError::new(code, format!("destination {describe} is not usable: {e}"))
+    })
+}
+
 fn retry_policy(config: &Config) -> RetryPolicy {
     RetryPolicy::new(config.transfer.retry_count, config.transfer.retry_delay)
 }
@@ -128,35 +175,9 @@ async fn sync(global: &GlobalArgs, args: &SyncArgs, config: Config) -> Result<Ex
     let plan_only = config.dry_run || args.estimate_only;
     let registry = Arc::new(providers::registry());
 
-    let mut dest_spec = config.destination_spec();
-    if dest_spec.kind == "local" {
-        // One syncfs per publish barrier instead of an fsync per file.
-        dest_spec
-            .options
-            .insert("durability".into(), "deferred".into());
-    }
-    let dest_description = dest_spec.describe();
-    let dest = registry.build(&dest_spec).await?;
-    if !plan_only {
-        dest.check(CheckMode::ReadWrite).await.map_err(|e| {
-            let code = match e.kind() {
-                StorageErrorKind::PermissionDenied => ExitCode::Permission,
-                StorageErrorKind::Config => ExitCode::Usage,
-                _ => ExitCode::Failure,
-            };
-            CliError::new(
-                code,
-                format!("destination {dest_description} is not usable: {e}"),
-            )
-        })?;
-    }
+    // The source first: a configuration problem (no API key, bad URL) must exit 2 before
+    // anything is created or written at the destination.
     let retry = retry_policy(&config);
-    let dest = Layers {
-        retry: Some(retry),
-        ..Layers::default()
-    }
-    .apply(dest);
-
     let source = match &args.source {
         Some(url) => SourceSelection::Repository {
             spec: Box::new(config.source_spec(url)?),
@@ -178,6 +199,24 @@ async fn sync(global: &GlobalArgs, args: &SyncArgs, config: Config) -> Result<Ex
             }
         }
     };
+
+    let mut dest_spec = config.destination_spec();
+    if dest_spec.kind == "local" {
+        // One syncfs per publish barrier instead of an fsync per file.
+        dest_spec
+            .options
+            .insert("durability".into(), "deferred".into());
+    }
+    let dest_description = dest_spec.describe();
+    let dest = registry.build(&dest_spec).await?;
+    if !plan_only {
+        check_destination(&dest, &dest_spec).await?;
+    }
+    let dest = Layers {
+        retry: Some(retry),
+        ..Layers::default()
+    }
+    .apply(dest);
 
     let _lock = if config.no_lock || plan_only {
         None
@@ -235,6 +274,16 @@ async fn sync(global: &GlobalArgs, args: &SyncArgs, config: Config) -> Result<Ex
         registry,
         state: state.clone(),
     };
+    // Notifications (docs/notifications.md): never for a dry run or an estimate.
+    let notifiers = if plan_only {
+        Notifiers::default()
+    } else {
+        Notifiers::from_config(&config)
+    };
+    notifiers
+        .send(&Event::started("sync", &dest_description))
+        .await;
+
     let report = run_sync(request, progress.clone()).await;
     progress.finish();
 
@@ -286,6 +335,17 @@ async fn sync(global: &GlobalArgs, args: &SyncArgs, config: Config) -> Result<Ex
                 "duration_seconds": report.duration.as_secs_f64(),
             }),
         );
+    }
+
+    // Tell people and monitors, then refresh the Prometheus textfile; neither can change the
+    // run's result or exit code (docs/notifications.md, docs/metrics.md).
+    if !plan_only {
+        notifiers
+            .send(&notify::sync_finished(&report, ok, &dest_description))
+            .await;
+        if let Err(e) = metrics::write_textfile(&config.base_path) {
+            tracing::warn!(error = %e, "metrics textfile not written");
+        }
     }
 
     let output = match args.format {

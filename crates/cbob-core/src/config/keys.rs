@@ -2,8 +2,8 @@
 //! validation, `config show`/`get` and docs/configuration.md are driven by [`KEYS`].
 //!
 //! TOML paths follow one rule: drop `CBOB_`, lower-case, and when the name starts with one of the
-//! group words (`crunchy`, `dest`, `source`, `log`, `slack`, `retry`, `smtp`) that word becomes a
-//! table: `CBOB_DEST_BUCKET` is `[dest] bucket`. `PGBACKREST_AUTO_X` is `[pgbackrest_auto] x`.
+//! group words (`crunchy`, `dest`, `source`, `log`, `slack`, `retry`, `smtp`, `notify`, `schedule`,
+//! `daemon`) that word becomes a table: `CBOB_DEST_BUCKET` is `[dest] bucket`. `PGBACKREST_AUTO_X` is `[pgbackrest_auto] x`.
 
 /// How a key's value is parsed and checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub enum KeyType {
     Url,
     /// One of a fixed set of words.
     Enum(&'static [&'static str]),
+    /// A cron expression (5 fields, or 6 with seconds first; `@daily` and friends), for `cbob daemon`.
+    Cron,
 }
 
 impl KeyType {
@@ -50,6 +52,7 @@ impl KeyType {
             KeyType::ClusterIds => "comma-separated cluster ids".into(),
             KeyType::Url => "http(s) URL".into(),
             KeyType::Enum(words) => format!("one of {}", words.join(", ")),
+            KeyType::Cron => "cron expression (e.g. 30 3 * * *)".into(),
         }
     }
 
@@ -87,6 +90,8 @@ pub struct KeyDef {
 pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 pub const LOG_FORMATS: &[&str] = &["text", "json"];
 pub const DEST_TYPES: &[&str] = &["local", "s3", "minio", "azure", "gcs"];
+pub const HEARTBEAT_STYLES: &[&str] = &["healthchecks", "cronitor"];
+pub const SMTP_TLS_MODES: &[&str] = &["starttls", "tls", "none"];
 
 /// The variable naming the TOML file; not a setting itself, so not in [`KEYS`].
 pub const CONFIG_FILE_ENV: &str = "CBOB_CONFIG_FILE";
@@ -115,7 +120,9 @@ pub use table::KEYS;
 mod table {
     use super::DefaultValue::{Derived, None as Unset, Static};
     use super::KeyType::*;
-    use super::{DEST_TYPES, KeyDef, KeyType, LOG_FORMATS, LOG_LEVELS, key};
+    use super::{
+        DEST_TYPES, HEARTBEAT_STYLES, KeyDef, KeyType, LOG_FORMATS, LOG_LEVELS, SMTP_TLS_MODES, key,
+    };
 
     const ABS: KeyType = Path { absolute: true };
 
@@ -175,9 +182,27 @@ mod table {
         key("PGBACKREST_AUTO_ATTACH_REPORT", "pgbackrest_auto.attach_report", Bool, false, Static("true"), "attach the report to the email"),
         key("CBOB_SMTP_USERNAME", "smtp.username", String, false, Unset, "SMTP login, when the server needs one"),
         key("CBOB_SMTP_PASSWORD", "smtp.password", String, true, Unset, "SMTP password"),
+        key("CBOB_SMTP_TLS", "smtp.tls", Enum(SMTP_TLS_MODES), false, Static("starttls"), "SMTP security: starttls (required), tls (implicit TLS, port 465) or none (a local relay)"),
+        key("CBOB_SMTP_CA_FILE", "smtp.ca_file", ABS, false, Unset, "PEM file of extra root certificates trusted for the SMTP server"),
+        key("CBOB_HEARTBEAT_STYLE", "heartbeat_style", Enum(HEARTBEAT_STYLES), false, Static("healthchecks"), "heartbeat protocol: healthchecks (/start, /fail) or cronitor (?state=run|complete|fail)"),
+        key("CBOB_SLACK_API_URL", "slack.api_url", Url, false, Static("https://slack.com/api"), "Slack Web API base URL used with the bot token"),
+        key("CBOB_WEBHOOK_URL", "webhook_url", Url, true, Unset, "generic webhook: every event is POSTed to it as JSON"),
+        key("CBOB_NOTIFY_EVENTS", "notify.events", List, false, Static("succeeded,failed"), "events sent to Slack and the webhook: started, succeeded, failed"),
+        key("CBOB_NOTIFY_TIMEOUT", "notify.timeout", Duration, false, Static("10"), "time allowed to deliver one event to one notifier, retries included"),
+        // Daemon
+        key("CBOB_SCHEDULE_SYNC", "schedule.sync", Cron, false, Unset, "when `cbob daemon` runs `cbob sync`"),
+        key("CBOB_SCHEDULE_RESTORE_CHECK", "schedule.restore_check", Cron, false, Unset, "when `cbob daemon` runs `cbob restore-check`"),
+        key("CBOB_SCHEDULE_VERIFY", "schedule.verify", Cron, false, Unset, "when `cbob daemon` runs `cbob verify`"),
+        key("CBOB_SCHEDULE_EXPIRE", "schedule.expire", Cron, false, Unset, "when `cbob daemon` runs `cbob expire --force`"),
+        key("CBOB_SCHEDULE_REPLICATE", "schedule.replicate", Cron, false, Unset, "when `cbob daemon` runs `cbob replicate sync`"),
+        key("CBOB_SCHEDULE_JITTER", "schedule.jitter", Duration, false, Static("0"), "random delay of up to this long added to every scheduled run"),
+        key("CBOB_DAEMON_LISTEN", "daemon.listen", String, false, Static("127.0.0.1:9750"), "loopback address where `cbob daemon` serves /metrics and /healthz (`off`: none)"),
+        key("CBOB_DAEMON_GRACE", "daemon.grace", Duration, false, Static("60"), "on SIGTERM, how long `cbob daemon` lets running jobs finish before stopping them"),
         // Programs
         key("CBOB_PG_BIN_DIR", "pg_bin_dir", ABS, false, Unset, "PostgreSQL binaries directory (unset: from the stanza's version, then PATH)"),
         key("CBOB_PGBACKREST_BIN", "pgbackrest_bin", Path { absolute: false }, false, Unset, "pgBackRest program (unset: pgbackrest on PATH)"),
+        // restore-check
+        key("CBOB_RESTORE_CHECK_SQL", "restore_check_sql", ABS, false, Unset, "SQL file restore-check runs with psql against every restored cluster; an error fails the check"),
     ];
 }
 
@@ -287,7 +312,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
 mod tests {
     use super::*;
 
-    const GROUPS: &[&str] = &["crunchy", "dest", "source", "log", "slack", "retry", "smtp"];
+    const GROUPS: &[&str] = &[
+        "crunchy", "dest", "source", "log", "slack", "retry", "smtp", "notify", "schedule",
+        "daemon",
+    ];
 
     /// The documented naming rule holds for every key, so nobody has to look TOML paths up.
     #[test]

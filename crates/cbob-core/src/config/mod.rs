@@ -15,8 +15,10 @@
 //! }
 //! ```
 
+pub mod edit;
 pub mod envfile;
 pub mod keys;
+mod ops_checks;
 mod problem;
 mod render;
 mod sources;
@@ -141,6 +143,10 @@ pub struct EmailConfig {
     pub attach_report: bool,
     pub smtp_username: Option<String>,
     pub smtp_password: Option<Secret>,
+    /// `CBOB_SMTP_TLS`: `starttls`, `tls` or `none`.
+    pub smtp_tls: String,
+    /// Extra root certificates (PEM) for the SMTP server.
+    pub smtp_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +157,25 @@ pub struct NotifyConfig {
     pub slack_channel: String,
     pub slack_webhook_url: Option<Secret>,
     pub email: EmailConfig,
+    /// `healthchecks` or `cronitor`.
+    pub heartbeat_style: String,
+    pub slack_api_url: Url,
+    pub webhook_url: Option<Secret>,
+    /// Phases sent to Slack and the webhook: `started`, `succeeded`, `failed`.
+    pub events: Vec<String>,
+    /// Time allowed to deliver one event to one notifier, retries included.
+    pub timeout: Duration,
+}
+
+/// `cbob daemon`: schedules, jitter, the loopback HTTP address, the shutdown grace period.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// (job name, cron expression) for each `CBOB_SCHEDULE_*` that is set, in key-table order.
+    pub schedules: Vec<(String, String)>,
+    pub jitter: Duration,
+    /// `None` when `CBOB_DAEMON_LISTEN=off`.
+    pub listen: Option<std::net::SocketAddr>,
+    pub grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +199,7 @@ pub struct Config {
     pub transfer: TransferConfig,
     pub retention_full: Option<u32>,
     pub notify: NotifyConfig,
+    pub daemon: DaemonConfig,
     pub programs: ProgramsConfig,
     /// Every key's effective text and origin, for `config show` / `config get`.
     pub resolved: Resolved,

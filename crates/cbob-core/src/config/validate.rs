@@ -11,8 +11,8 @@ use super::problem::{ConfigProblem, Origin};
 use super::sources::Resolved;
 use super::value::{TypedValue, parse_value};
 use super::{
-    Config, CrunchyConfig, DestConfig, DestKind, EmailConfig, LogConfig, NotifyConfig,
-    ProgramsConfig, SourceConfig, TransferConfig,
+    Config, CrunchyConfig, DaemonConfig, DestConfig, DestKind, EmailConfig, LogConfig,
+    NotifyConfig, ProgramsConfig, SourceConfig, TransferConfig,
 };
 use crate::logging::{LogFormat, LogLevel};
 use crate::secret::Secret;
@@ -93,6 +93,13 @@ impl Typed {
         match self.values.get(env) {
             Some(TypedValue::List(l)) => l.clone(),
             _ => Vec::new(),
+        }
+    }
+
+    fn duration(&self, env: &str) -> Option<Duration> {
+        match self.values.get(env)? {
+            TypedValue::Duration(d) => Some(*d),
+            _ => None,
         }
     }
 
@@ -189,7 +196,33 @@ pub(crate) fn build(resolved: Resolved, problems: &mut Vec<ConfigProblem>) -> Co
                 attach_report: t.bool("PGBACKREST_AUTO_ATTACH_REPORT"),
                 smtp_username: t.text("CBOB_SMTP_USERNAME"),
                 smtp_password: t.secret("CBOB_SMTP_PASSWORD"),
+                smtp_tls: t.text("CBOB_SMTP_TLS").unwrap_or_else(|| "starttls".into()),
+                smtp_ca_file: t.path("CBOB_SMTP_CA_FILE"),
             },
+            heartbeat_style: t
+                .text("CBOB_HEARTBEAT_STYLE")
+                .unwrap_or_else(|| "healthchecks".into()),
+            slack_api_url: t
+                .url("CBOB_SLACK_API_URL")
+                .unwrap_or_else(|| Url::parse("https://slack.com/api").expect("valid URL")),
+            webhook_url: t.secret("CBOB_WEBHOOK_URL"),
+            events: t.list("CBOB_NOTIFY_EVENTS"),
+            timeout: t
+                .duration("CBOB_NOTIFY_TIMEOUT")
+                .unwrap_or(Duration::from_secs(10)),
+        },
+        daemon: DaemonConfig {
+            schedules: super::ops_checks::SCHEDULE_KEYS
+                .iter()
+                .filter_map(|(env, job)| Some((job.to_string(), t.text(env)?)))
+                .collect(),
+            jitter: t.duration("CBOB_SCHEDULE_JITTER").unwrap_or_default(),
+            listen: t
+                .text("CBOB_DAEMON_LISTEN")
+                .and_then(|l| super::ops_checks::parse_listen(&l).ok().flatten()),
+            grace: t
+                .duration("CBOB_DAEMON_GRACE")
+                .unwrap_or(Duration::from_secs(60)),
         },
         programs: ProgramsConfig {
             pg_bin_dir: t.path("CBOB_PG_BIN_DIR"),
@@ -199,6 +232,7 @@ pub(crate) fn build(resolved: Resolved, problems: &mut Vec<ConfigProblem>) -> Co
         warnings: Vec::new(),
     };
     cross_checks(&config, problems);
+    super::ops_checks::check(&config, problems);
     config
 }
 

@@ -180,6 +180,9 @@ pub fn parse_value(key: &KeyDef, raw: &str) -> Result<TypedValue, String> {
                 Err(format!("{shown} is not one of {}", words.join(", ")))
             }
         }
+        KeyType::Cron => crate::daemon::Schedule::parse(raw)
+            .map(|_| TypedValue::Text(raw.to_string()))
+            .map_err(|why| format!("{shown} is not a cron expression: {why}")),
     }
 }
 

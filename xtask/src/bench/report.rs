@@ -1,0 +1,250 @@
+//! Tables on stdout and a JSON file under `target/bench/`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use super::repos::Repo;
+use super::tools::{Measured, Tool};
+
+/// One round of one tool on one repository.
+pub struct Sample {
+    pub repo: &'static str,
+    pub tool: Tool,
+    pub round: u32,
+    pub cold: Measured,
+    pub noop: Option<Measured>,
+    /// `None` when the copy matched the source after both runs.
+    pub problem: Option<String>,
+}
+
+impl Sample {
+    fn ok(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// Per repository and tool: medians over the good rounds, peak RSS as the maximum.
+struct Summary {
+    tool: Tool,
+    rounds: usize,
+    failed: usize,
+    cold: Vec<f64>,
+    noop: Vec<f64>,
+    cold_peak_mib: f64,
+    noop_peak_mib: f64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+fn summarize(samples: &[Sample], repo: &str, tool: Tool) -> Option<Summary> {
+    let mine: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.repo == repo && s.tool == tool)
+        .collect();
+    if mine.is_empty() {
+        return None;
+    }
+    let good: Vec<&&Sample> = mine.iter().filter(|s| s.ok()).collect();
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    Some(Summary {
+        tool,
+        rounds: mine.len(),
+        failed: mine.len() - good.len(),
+        cold: good.iter().map(|s| s.cold.seconds).collect(),
+        noop: good
+            .iter()
+            .filter_map(|s| s.noop.as_ref().map(|m| m.seconds))
+            .collect(),
+        cold_peak_mib: good
+            .iter()
+            .map(|s| mib(s.cold.peak_rss_kib))
+            .fold(f64::NAN, f64::max),
+        noop_peak_mib: good
+            .iter()
+            .filter_map(|s| s.noop.as_ref().map(|m| mib(m.peak_rss_kib)))
+            .fold(f64::NAN, f64::max),
+    })
+}
+
+fn secs(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let (lo, hi) = min_max(v);
+    format!("{:.2} ({:.2}-{:.2})", median(v), lo, hi)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+/// Prints one repository's table and returns its JSON summary.
+pub fn table(repo: &Repo, samples: &[Sample], tools: &[Tool]) -> Value {
+    let mb = repo.bytes as f64 / 1e6;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n== {}: {} objects, {:.1} MB (largest object {:.1} MiB); medians (min-max) of the good rounds, peak RSS = max",
+        repo.name,
+        repo.files,
+        mb,
+        repo.largest as f64 / 1048576.0
+    );
+    let _ = writeln!(
+        out,
+        "{:<8} {:>20} {:>8} {:>8} {:>9} {:>20} {:>11}  rounds",
+        "tool", "cold s", "MB/s", "obj/s", "peak MiB", "no-op s", "no-op MiB"
+    );
+    let sums: Vec<Summary> = tools
+        .iter()
+        .filter_map(|&t| summarize(samples, repo.name, t))
+        .collect();
+    let mut json_tools = Vec::new();
+    for s in &sums {
+        let cold = median(&s.cold);
+        let _ = writeln!(
+            out,
+            "{:<8} {:>20} {:>8.1} {:>8.0} {:>9.1} {:>20} {:>11.1}  {}{}",
+            s.tool.name(),
+            secs(&s.cold),
+            mb / cold,
+            repo.files as f64 / cold,
+            s.cold_peak_mib,
+            secs(&s.noop),
+            s.noop_peak_mib,
+            s.rounds,
+            if s.failed > 0 {
+                format!(" ({} FAILED)", s.failed)
+            } else {
+                String::new()
+            }
+        );
+        json_tools.push(json!({
+            "tool": s.tool.name(),
+            "rounds": s.rounds,
+            "failed_rounds": s.failed,
+            "cold_seconds_median": cold,
+            "cold_seconds": s.cold,
+            "cold_mb_per_s": mb / cold,
+            "cold_objects_per_s": repo.files as f64 / cold,
+            "cold_peak_rss_mib": s.cold_peak_mib,
+            "noop_seconds_median": median(&s.noop),
+            "noop_seconds": s.noop,
+            "noop_peak_rss_mib": s.noop_peak_mib,
+        }));
+    }
+    let mut json_ratios = Vec::new();
+    if let Some(c) = sums.iter().find(|s| s.tool == Tool::Cbob) {
+        let _ = writeln!(
+            out,
+            "ratios        cold time   no-op time   cold peak RSS   (time < 1: cbob faster; memory < 1: cbob smaller)"
+        );
+        for p in sums.iter().filter(|s| s.tool != Tool::Cbob) {
+            let (ct, nt, pm) = (
+                ratio(median(&c.cold), median(&p.cold)),
+                ratio(median(&c.noop), median(&p.noop)),
+                ratio(c.cold_peak_mib, p.cold_peak_mib),
+            );
+            let _ = writeln!(
+                out,
+                "cbob/{:<8} {:>9} {:>12} {:>15}",
+                p.tool.name(),
+                ct,
+                nt,
+                pm
+            );
+            json_ratios.push(json!({
+                "peer": p.tool.name(),
+                "cold_time": median(&c.cold) / median(&p.cold),
+                "noop_time": median(&c.noop) / median(&p.noop),
+                "cold_peak_rss": c.cold_peak_mib / p.cold_peak_mib,
+            }));
+        }
+    }
+    print!("{out}");
+    json!({
+        "repo": repo.name,
+        "objects": repo.files,
+        "bytes": repo.bytes,
+        "largest_object_bytes": repo.largest,
+        "tools": json_tools,
+        "cbob_ratios": json_ratios,
+    })
+}
+
+/// Prints every failed round with its reason.
+pub fn failures(samples: &[Sample]) {
+    for s in samples.iter().filter(|s| !s.ok()) {
+        println!(
+            "FAILED {} {} round {}: {} (log {})",
+            s.repo,
+            s.tool.name(),
+            s.round,
+            s.problem.as_deref().unwrap_or(""),
+            s.cold.log.display()
+        );
+    }
+}
+
+fn measured(m: &Measured) -> Value {
+    json!({
+        "seconds": m.seconds,
+        "peak_rss_kib": m.peak_rss_kib,
+        "exit_code": m.exit_code,
+        "log": m.log,
+    })
+}
+
+/// Writes `target/bench/bench-<unix time>.json` and `target/bench/latest.json`.
+pub fn write_json(
+    dir: &std::path::Path,
+    meta: Value,
+    summaries: Vec<Value>,
+    samples: &[Sample],
+) -> Result<PathBuf> {
+    let runs: Vec<Value> = samples
+        .iter()
+        .map(|s| {
+            json!({
+                "repo": s.repo,
+                "tool": s.tool.name(),
+                "round": s.round,
+                "cold": measured(&s.cold),
+                "noop": s.noop.as_ref().map(measured),
+                "problem": s.problem,
+            })
+        })
+        .collect();
+    let doc = json!({ "meta": meta, "summary": summaries, "runs": runs });
+    std::fs::create_dir_all(dir)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let path = dir.join(format!("bench-{now}.json"));
+    let text = serde_json::to_string_pretty(&doc)? + "\n";
+    std::fs::write(&path, &text)?;
+    std::fs::write(dir.join("latest.json"), &text)?;
+    Ok(path)
+}
