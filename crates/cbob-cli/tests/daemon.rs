@@ -178,7 +178,15 @@ fn scheduled_runs_never_overlap_and_sigterm_lets_the_running_one_finish() {
 
     // SIGTERM while the third run waits for the API: the daemon lets it finish, then exits 0.
     d.sigterm();
-    let (code, _) = d.get("/healthz");
+    // The signal is handled asynchronously: /healthz turns 503 ("stopping") shortly after.
+    let mut code = 0;
+    for _ in 0..40 {
+        code = d.get("/healthz").0;
+        if code == 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(code, 503, "stopping");
     let (code, took) = d.wait(Duration::from_secs(30));
     assert_eq!(code, 0, "{}", d.log());
