@@ -105,6 +105,7 @@ pub fn run(o: Opts) -> Result<()> {
         check_cbob(&programs, &endpoint, &repos[0], run_dir.path())?;
     }
 
+    let loadavg_start = loadavg();
     let t = Instant::now();
     let mut samples = Vec::new();
     for round in 1..=o.rounds {
@@ -154,7 +155,9 @@ pub fn run(o: Opts) -> Result<()> {
     let meta = json!({
         "rounds": o.rounds,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "loadavg": fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "loadavg_start": loadavg_start,
+        "loadavg_end": loadavg(),
+        "cbob_commit": git_commit(),
         "server": "s3s-fs 0.14.1 + cbob bench patches (TCP_NODELAY, listing walk)",
         "commands": {
             "cbob": format!("cbob sync --source s3://{BUCKET}/<repo> --target DIR --transfers 16"),
@@ -342,6 +345,30 @@ fn serve(endpoint: &str, repos: &[Repo]) -> Result<()> {
     loop {
         std::thread::park();
     }
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `HEAD` plus `-dirty` when the working tree has changes (others may be editing it).
+fn git_commit() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(crate::root())
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let head = git(&["rev-parse", "--short", "HEAD"]);
+    let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    format!("{head}{}", if dirty { "-dirty" } else { "" })
 }
 
 fn version(program: &std::path::Path, args: &[&str]) -> String {
