@@ -13,7 +13,7 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio::time::Instant;
 
 use crate::storage::{
-    Body, ByteStream, Capabilities, CheckMode, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
+    Body, ByteStream, Capabilities, CheckMode, CopySource, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
     PutOptions, StorageProvider, StorageResult,
 };
 
@@ -168,6 +168,25 @@ impl StorageProvider for BandwidthProvider {
 
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> StorageResult<()> {
         self.inner.copy(from, to).await
+    }
+
+    fn copy_source(&self) -> Option<CopySource> {
+        self.inner.copy_source()
+    }
+
+    fn can_copy_from(&self, source: &CopySource) -> bool {
+        self.inner.can_copy_from(source)
+    }
+
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        key: &ObjectKey,
+        size: u64,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
+        // The bytes never pass through this host: nothing to throttle.
+        self.inner.copy_from(source, key, size, options).await
     }
 
     async fn barrier(&self) -> StorageResult<()> {

@@ -12,7 +12,7 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::storage::{
-    Body, ByteStream, Capabilities, CheckMode, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
+    Body, ByteStream, Capabilities, CheckMode, CopySource, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
     PutOptions, StorageError, StorageErrorKind, StorageProvider, StorageResult,
 };
 
@@ -124,6 +124,25 @@ impl StorageProvider for ConcurrencyLimitProvider {
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> StorageResult<()> {
         let _p = self.permit().await?;
         self.inner.copy(from, to).await
+    }
+
+    fn copy_source(&self) -> Option<CopySource> {
+        self.inner.copy_source()
+    }
+
+    fn can_copy_from(&self, source: &CopySource) -> bool {
+        self.inner.can_copy_from(source)
+    }
+
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        key: &ObjectKey,
+        size: u64,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let _p = self.permit().await?;
+        self.inner.copy_from(source, key, size, options).await
     }
 
     async fn barrier(&self) -> StorageResult<()> {

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 
 use crate::storage::{
-    Body, ByteStream, Capabilities, CheckMode, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
+    Body, ByteStream, Capabilities, CheckMode, CopySource, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
     PutOptions, StorageProvider, StorageResult,
 };
 
@@ -248,6 +248,27 @@ impl StorageProvider for RetryProvider {
 
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> StorageResult<()> {
         retry(&self.policy, "copy", || self.inner.copy(from, to)).await
+    }
+
+    fn copy_source(&self) -> Option<CopySource> {
+        self.inner.copy_source()
+    }
+
+    fn can_copy_from(&self, source: &CopySource) -> bool {
+        self.inner.can_copy_from(source)
+    }
+
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        key: &ObjectKey,
+        size: u64,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
+        retry(&self.policy, "copy", || {
+            self.inner.copy_from(source, key, size, options)
+        })
+        .await
     }
 
     async fn barrier(&self) -> StorageResult<()> {

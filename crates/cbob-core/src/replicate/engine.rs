@@ -165,6 +165,7 @@ async fn one_replica(
         put_options: PutOptions {
             storage_class: replica.store.storage_class.clone(),
         },
+        server_side_copy: true,
     };
     for stanza in stanzas {
         let job = StanzaJob {

@@ -63,6 +63,21 @@ pub struct PutOptions {
     pub storage_class: Option<String>,
 }
 
+/// Where a provider's objects live, for a server-side copy into another provider of the same
+/// service (replication between two buckets of one account). Carries no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySource {
+    /// The service, e.g. `s3`, `azure`, `gcs`.
+    pub service: &'static str,
+    /// Who can read it: endpoint plus a credential identity (an access key id, an account
+    /// name), never a secret. Two providers copy server-side only when this is equal.
+    pub account: String,
+    /// Bucket or container.
+    pub bucket: String,
+    /// Prefix of the provider's root inside the bucket (empty, or ending in `/`).
+    pub prefix: String,
+}
+
 /// Whether `check()` should prove the provider can be read, or also written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckMode {
@@ -127,6 +142,31 @@ pub trait StorageProvider: Send + Sync + fmt::Debug {
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> StorageResult<()> {
         let _ = (from, to);
         Err(StorageError::unsupported("server-side copy"))
+    }
+
+    /// This provider as the source of a server-side copy into another provider of the same
+    /// service and account (see [`StorageProvider::copy_from`]); `None` when it cannot be one.
+    fn copy_source(&self) -> Option<CopySource> {
+        None
+    }
+
+    /// Whether [`StorageProvider::copy_from`] works from `source` (same service and account).
+    fn can_copy_from(&self, source: &CopySource) -> bool {
+        let _ = source;
+        false
+    }
+
+    /// Copies `key` of `source` to the same key here without the bytes passing through cbob.
+    /// Visible only when complete, like `put`. `size` is the source's size.
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        key: &ObjectKey,
+        size: u64,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let _ = (source, key, size, options);
+        Err(StorageError::unsupported("server-side copy between providers"))
     }
 
     /// Makes every completed `put` durable. Callers invoke it before publishing a file that

@@ -5,11 +5,10 @@
 //! A failure anywhere stops publishing, so the destination keeps its previous valid state.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::stream::StreamExt;
 use tokio::sync::Semaphore;
+use tokio::task::{JoinError, JoinSet};
 
 use super::error::SyncError;
 use super::inventory::{list_stanza, read_optional, read_verified_info};
@@ -43,6 +42,10 @@ pub struct SyncOptions {
     /// Check the destination after publishing (unless `--skip-validation`).
     pub validate: bool,
     pub put_options: PutOptions,
+    /// Copy server-side when source and destination are the same service and account (the
+    /// bytes never pass through cbob, so they are checked by size, not streamed through the
+    /// verifiers). Replication turns this on; sync from Crunchy Bridge never qualifies.
+    pub server_side_copy: bool,
 }
 
 impl SyncOptions {
@@ -54,6 +57,7 @@ impl SyncOptions {
             dry_run: false,
             validate: true,
             put_options: PutOptions::default(),
+            server_side_copy: false,
         }
     }
 }
@@ -227,7 +231,17 @@ async fn run(
         observer: observer.clone(),
         stanza: job.name.clone(),
         put_options: opts.put_options.clone(),
+        server_side: if opts.server_side_copy {
+            job.source
+                .copy_source()
+                .filter(|s| job.dest.can_copy_from(s))
+        } else {
+            None
+        },
     };
+    if let Some(s) = &ctx.server_side {
+        tracing::info!(stanza, source = %s.bucket, "copying server-side");
+    }
     publish(&ctx, opts, &plan, report).await?;
 
     if opts.validate {
@@ -341,58 +355,62 @@ async fn copy_one(
     Ok(())
 }
 
-/// Copies objects in parallel under the run-wide transfer budget. After the first failure no new
-/// transfer starts, but those in flight finish (so none is cut off half-written); every error is
-/// logged and the first is returned.
+/// Copies objects in parallel under the run-wide transfer budget. Each transfer is its own task,
+/// so verification (hashing, decompression) runs on every worker thread, not only on the one
+/// driving this stanza. After the first failure no new transfer starts, but those in flight
+/// finish (so none is cut off half-written); every error is logged and the first is returned.
 async fn copy_all(
     ctx: &TransferContext,
     opts: &SyncOptions,
     copies: &[Copy],
     report: &mut StanzaReport,
 ) -> Result<(), SyncError> {
-    if copies.is_empty() {
-        return Ok(());
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let concurrency = opts
-        .transfers
-        .available_permits()
-        .max(1)
-        .max(copies.len().min(64));
-    let results: Vec<Result<Option<u64>, SyncError>> = futures::stream::iter(copies.iter())
-        .map(|c| {
-            let stop = stop.clone();
-            async move {
-                let _permit = opts
-                    .transfers
-                    .acquire()
-                    .await
-                    .expect("transfer semaphore is never closed");
-                if stop.load(Ordering::SeqCst) {
-                    return Ok(None); // not started: an earlier transfer failed
+    let mut tasks: JoinSet<Transferred> = JoinSet::new();
+    let mut first_error: Option<SyncError> = None;
+    for c in copies {
+        // Only as many tasks as transfer permits: a plan of 100,000 copies costs no memory here.
+        let permit = loop {
+            tokio::select! {
+                biased;
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    settle(joined, report, &mut first_error);
                 }
-                let r = copy_object(ctx, &c.key, c.size, &factory(c)).await;
-                if let Err(e) = &r {
-                    tracing::error!(key = %c.key, error = %e, "transfer failed");
-                    stop.store(true, Ordering::SeqCst);
-                }
-                r.map(Some)
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let mut first_error = None;
-    for r in results {
-        match r {
-            Ok(Some(n)) => count(report, n),
-            Ok(None) => {}
-            Err(e) => {
-                if first_error.is_none() {
-                    first_error = Some(e);
+                p = opts.transfers.clone().acquire_owned() => {
+                    break p.expect("transfer semaphore is never closed");
                 }
             }
+        };
+        if first_error.is_some() {
+            break; // an earlier transfer failed: start nothing new
         }
+        let ctx = ctx.clone();
+        let c = c.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let r = copy_object(&ctx, &c.key, c.size, &factory(&c)).await;
+            (c.key, r)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        settle(joined, report, &mut first_error);
     }
     first_error.map_or(Ok(()), Err)
+}
+
+type Transferred = (ObjectKey, Result<u64, SyncError>);
+
+fn settle(
+    joined: Result<Transferred, JoinError>,
+    report: &mut StanzaReport,
+    first_error: &mut Option<SyncError>,
+) {
+    let error = match joined {
+        Ok((_, Ok(n))) => return count(report, n),
+        Ok((key, Err(e))) => {
+            tracing::error!(key = %key, error = %e, "transfer failed");
+            e
+        }
+        Err(e) => SyncError::Internal(format!("a transfer task ended abnormally: {e}")),
+    };
+    first_error.get_or_insert(error);
 }

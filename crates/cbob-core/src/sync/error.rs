@@ -35,6 +35,9 @@ pub enum SyncError {
     /// The destination failed the post-sync check.
     #[error("post-sync validation of the destination failed: {0}")]
     Validation(String),
+    /// A bug: a transfer task panicked or was cancelled. Nothing it was writing was published.
+    #[error("internal error: {0}; please report this as a bug")]
+    Internal(String),
 }
 
 impl SyncError {

@@ -16,7 +16,7 @@ use super::observer::SyncObserver;
 use crate::layers::{BandwidthLimiter, RetryPolicy};
 use crate::repo::StreamVerifier;
 use crate::storage::{
-    Body, ByteStream, DynProvider, ObjectKey, PutOptions, StorageError, StorageErrorKind,
+    Body, ByteStream, CopySource, DynProvider, ObjectKey, PutOptions, StorageError, StorageErrorKind,
     StorageResult,
 };
 
@@ -33,6 +33,9 @@ pub struct TransferContext {
     pub observer: Arc<dyn SyncObserver>,
     pub stanza: String,
     pub put_options: PutOptions,
+    /// Set when the destination can copy from the source server-side (same service and
+    /// account); payload then never passes through this host.
+    pub server_side: Option<CopySource>,
 }
 
 struct VerifyingStream {
@@ -149,6 +152,9 @@ async fn copy_once(
     size: u64,
     verifier: &VerifierFactory,
 ) -> StorageResult<()> {
+    if let Some(source) = &ctx.server_side {
+        return copy_server_side(ctx, source, key, size).await;
+    }
     let mut check = verifier();
     if size == 0 {
         // Nothing will stream; verify the empty content before writing.
@@ -196,6 +202,28 @@ async fn copy_once(
     Ok(())
 }
 
+/// A server-side copy: the service moves the bytes, so the check is the size the destination
+/// reports (the primary's content was verified when it was written there).
+async fn copy_server_side(
+    ctx: &TransferContext,
+    source: &CopySource,
+    key: &ObjectKey,
+    size: u64,
+) -> StorageResult<()> {
+    let written = ctx
+        .dest
+        .copy_from(source, key, size, &ctx.put_options)
+        .await?;
+    if written.size != size {
+        return Err(StorageError::corrupt(format!(
+            "{key}: the server-side copy holds {} bytes, the source {size}",
+            written.size
+        )));
+    }
+    ctx.observer.bytes(&ctx.stanza, size);
+    Ok(())
+}
+
 /// Writes small in-memory bytes (info files, manifests read during planning).
 pub async fn put_bytes(
     ctx: &TransferContext,
@@ -231,6 +259,7 @@ mod tests {
             observer: Arc::new(super::super::observer::NoProgress),
             stanza: "s".into(),
             put_options: PutOptions::default(),
+            server_side: None,
         }
     }
 
