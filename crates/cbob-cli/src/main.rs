@@ -18,7 +18,22 @@ use clap::Parser;
 
 use crate::exit_code::ExitCode;
 
+/// glibc gives each thread that allocates its own arena (up to 8 per core), and each keeps
+/// freed memory. A sync runs many short blocking-pool threads, which made the peak RSS of a
+/// 21,000-object copy 118 MiB instead of 86 MiB. Two arenas are plenty for two runtime workers.
+/// `MALLOC_ARENA_MAX` in the environment still wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes allocator tuning; called before any thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {

@@ -2,14 +2,16 @@
 //!
 //! lz4_flex's frame decoder pulls from a `Read`, which cannot sit on a stream in transit without
 //! buffering the object or a thread. The frame format is small, so this walks it as bytes are
-//! pushed and hands each block to lz4_flex's block decoder. Memory: one block in, one block out,
-//! and the 64 KiB window that linked blocks may refer back into.
+//! pushed and hands each block to our block decoder ([`super::lz4_block`]). Memory: one block in,
+//! and one output buffer of a few blocks that keeps the 64 KiB linked blocks may refer back into.
 //!
 //! Format: <https://github.com/lz4/lz4/blob/dev/doc/lz4_Frame_format.md>. The header, block and
 //! content checksums (xxHash32) are all checked: a copy whose plain bytes are right but whose
 //! checksum bytes are damaged would still fail pgBackRest's own decoder at restore time.
 
 use std::io::{self, Write};
+
+use super::lz4_block;
 
 const FRAME_MAGIC: u32 = 0x184D_2204;
 const SKIPPABLE_MAGIC_MASK: u32 = 0xFFFF_FFF0;
@@ -152,9 +154,11 @@ pub struct Lz4FrameDecoder<W: Write> {
     flags: FrameFlags,
     /// Bytes of the current header or block collected so far.
     pending: Vec<u8>,
-    out: Vec<u8>,
-    /// The last up to 64 KiB of plain output of this frame, the dictionary of linked blocks.
-    window: Vec<u8>,
+    /// Plain output: `buf[history..pos]` is what this frame's next block may refer back into
+    /// (≥ 64 KiB once the frame has produced that much); blocks decode at `pos`.
+    buf: Vec<u8>,
+    pos: usize,
+    history: usize,
     /// Checksum of the frame's plain bytes, when the frame carries one.
     content_hash: Option<Xxh32>,
     frames: u64,
@@ -171,8 +175,9 @@ impl<W: Write> Lz4FrameDecoder<W> {
             state: State::Magic,
             flags: FrameFlags::default(),
             pending: Vec::new(),
-            out: Vec::new(),
-            window: Vec::new(),
+            buf: Vec::new(),
+            pos: 0,
+            history: 0,
             content_hash: None,
             frames: 0,
         }
@@ -373,54 +378,62 @@ impl<W: Write> Lz4FrameDecoder<W> {
         };
         self.content_hash = self.flags.content_checksum.then(Xxh32::new);
         self.pending.clear();
-        self.window.clear();
+        self.history = self.pos;
         self.state = State::BlockSize;
         Ok(())
     }
 
     fn end_frame(&mut self) -> State {
         self.frames += 1;
-        self.window.clear();
+        self.history = self.pos;
         State::Magic
     }
 
     fn decode_block(&mut self, size: usize, compressed: bool) -> io::Result<()> {
-        let data = &self.pending[..size];
-        if self.flags.block_checksum && Xxh32::oneshot(data) != le32(&self.pending[size..]) {
+        if self.flags.block_checksum
+            && Xxh32::oneshot(&self.pending[..size]) != le32(&self.pending[size..])
+        {
             return Err(corrupt("lz4 block checksum mismatch"));
         }
-        let plain: &[u8] = if compressed {
-            if self.out.len() < self.flags.block_max {
-                self.out.resize(self.flags.block_max, 0);
-            }
-            let dict: &[u8] = if self.flags.independent {
-                &[]
-            } else {
-                &self.window
-            };
-            let n = lz4_flex::block::decompress_into_with_dict(data, &mut self.out, dict)
-                .map_err(|e| corrupt(format!("lz4 block: {e}")))?;
-            &self.out[..n]
+        let block_max = self.flags.block_max;
+        if self.flags.independent {
+            self.history = self.pos;
+        }
+        self.make_room(block_max);
+        let data = &self.pending[..size];
+        let start = self.pos;
+        let end = if compressed {
+            lz4_block::decode_block(data, &mut self.buf, start, self.history, start + block_max)
+                .map_err(|e| corrupt(format!("lz4 block: {e}")))?
         } else {
-            data
+            self.buf[start..start + size].copy_from_slice(data);
+            start + size
         };
+        self.pos = end;
+        let plain = &self.buf[start..end];
         if let Some(h) = self.content_hash.as_mut() {
             h.update(plain);
         }
         self.sink.write_all(plain)?;
-        if !self.flags.independent {
-            // Keep the last 64 KiB of output for the next block to refer back into.
-            if plain.len() >= WINDOW {
-                self.window.clear();
-                self.window
-                    .extend_from_slice(&plain[plain.len() - WINDOW..]);
-            } else {
-                let excess = (self.window.len() + plain.len()).saturating_sub(WINDOW);
-                self.window.drain(..excess);
-                self.window.extend_from_slice(plain);
-            }
-        }
         Ok(())
+    }
+
+    /// Makes `buf[pos..]` hold a block of `block_max` plus the slack, keeping the last 64 KiB
+    /// of history. The buffer holds several blocks so the history moves only now and then.
+    fn make_room(&mut self, block_max: usize) {
+        let need = block_max + lz4_block::SLACK;
+        if self.buf.len() - self.pos >= need {
+            return;
+        }
+        let keep_from = self.pos.saturating_sub(WINDOW).max(self.history);
+        self.buf.copy_within(keep_from..self.pos, 0);
+        self.history = self.history.saturating_sub(keep_from);
+        self.pos -= keep_from;
+        // Sixteen transfers each hold one: 64 KiB blocks (pgBackRest's) make this 320 KiB.
+        let wanted = WINDOW + 4 * block_max + lz4_block::SLACK;
+        if self.buf.len() < wanted {
+            self.buf.resize(wanted, 0);
+        }
     }
 }
 
@@ -468,6 +481,27 @@ mod tests {
                     decode_in_chunks(&frame, chunk).unwrap(),
                     data,
                     "chunk {chunk}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn long_linked_frames_keep_their_history_when_the_buffer_wraps() {
+        // Several times the output buffer, with matches reaching back across block boundaries:
+        // the history moves to the front of the buffer again and again.
+        let base = sample();
+        let mut data = Vec::new();
+        for i in 0..12u8 {
+            data.extend(base[..400_000].iter().map(|b| b ^ (i % 3)));
+            data.extend(std::iter::repeat_n(i, 70_000)); // a long offset-1 run
+        }
+        for independent in [false, true] {
+            let frame = compress(&data, independent, true);
+            for chunk in [999, frame.len()] {
+                assert!(
+                    decode_in_chunks(&frame, chunk).unwrap() == data,
+                    "independent {independent}, chunk {chunk}"
                 );
             }
         }

@@ -16,6 +16,7 @@ pub mod info;
 pub mod ini;
 pub mod layout;
 mod lz4;
+mod lz4_block;
 pub mod manifest;
 pub mod rewrite;
 pub mod verify;

@@ -27,13 +27,15 @@ use tokio::sync::mpsc;
 use super::{
     Body, ByteStream, Capabilities, CheckMode, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
     ProviderFactory, ProviderSpec, PutOptions, StorageError, StorageErrorKind, StorageProvider,
-    StorageResult,
+    StorageResult, collect_stream,
 };
 
 /// Marker in the names of in-flight temporary files; listings skip them, keys may not contain it.
 const TEMP_MARKER: &str = ".cbob-tmp.";
 /// Read chunk size for streaming gets.
 const READ_CHUNK: usize = 256 * 1024;
+/// Writes up to this size are gathered in memory and written in one blocking call.
+const SMALL_WRITE: u64 = 256 * 1024;
 
 /// When writes become durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +114,57 @@ impl LocalProvider {
 }
 
 impl Inner {
+    /// Creates the temporary file a write of `key` goes to: `(final path, temp path, file)`.
+    fn create_temp(&self, key: &ObjectKey) -> StorageResult<(PathBuf, PathBuf, fs::File)> {
+        // A concurrent delete may prune a directory we just created; retry a few times.
+        let mut attempt = 0;
+        loop {
+            let final_path = self.ensure_parents(key)?;
+            let temp_path = temp_name(&final_path);
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(self.file_mode)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&temp_path)
+            {
+                Ok(f) => return Ok((final_path, temp_path, f)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 3 => attempt += 1,
+                Err(e) => {
+                    return Err(StorageError::from_io(
+                        e,
+                        format!("creating a temporary file for {key}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Renames a fully written temp file into place (fsyncing file and directory first when
+    /// every write must be durable on its own); returns the file's modification time.
+    fn publish(
+        &self,
+        file: fs::File,
+        temp_path: &Path,
+        final_path: &Path,
+        key: &ObjectKey,
+    ) -> StorageResult<Option<std::time::SystemTime>> {
+        if self.durability == Durability::PerWrite {
+            file.sync_all()
+                .map_err(|e| StorageError::from_io(e, format!("syncing {key}")))?;
+        }
+        let modified = file.metadata().ok().and_then(|m| m.modified().ok());
+        drop(file);
+        fs::rename(temp_path, final_path)
+            .map_err(|e| StorageError::from_io(e, format!("renaming {key} into place")))?;
+        if self.durability == Durability::PerWrite
+            && let Some(dir) = final_path.parent()
+        {
+            self.sync_dir(dir)?;
+        }
+        Ok(modified)
+    }
+
     /// The path of `key`, after checking that no existing directory on the way is a symlink.
     fn checked_path(&self, key: &ObjectKey) -> StorageResult<PathBuf> {
         let mut path = self.root.clone();
@@ -393,39 +446,39 @@ impl StorageProvider for LocalProvider {
                 ),
             ));
         }
+        let size = body.size();
+        if size <= SMALL_WRITE {
+            // Small objects (most of a repository by count): gather the bytes, then create,
+            // write and publish in one trip to the blocking pool instead of three.
+            let bytes = collect_stream(body.into_stream()).await?;
+            let key2 = key.clone();
+            let modified = self
+                .blocking(move |inner| {
+                    let (final_path, temp_path, file) = inner.create_temp(&key2)?;
+                    let mut guard = TempGuard {
+                        path: Some(temp_path.clone()),
+                    };
+                    let mut file = file;
+                    file.write_all(&bytes)
+                        .map_err(|e| StorageError::from_io(e, format!("writing {key2}")))?;
+                    let modified = inner.publish(file, &temp_path, &final_path, &key2)?;
+                    guard.path = None;
+                    Ok(modified)
+                })
+                .await?;
+            return Ok(ObjectMeta {
+                key: key.clone(),
+                size,
+                modified,
+                hashes: Default::default(),
+            });
+        }
         let key2 = key.clone();
-        let (final_path, temp_path, file) = self
-            .blocking(move |inner| {
-                // A concurrent delete may prune a directory we just created; retry a few times.
-                let mut attempt = 0;
-                loop {
-                    let final_path = inner.ensure_parents(&key2)?;
-                    let temp_path = temp_name(&final_path);
-                    match fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(inner.file_mode)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(&temp_path)
-                    {
-                        Ok(f) => return Ok((final_path, temp_path, f)),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 3 => {
-                            attempt += 1
-                        }
-                        Err(e) => {
-                            return Err(StorageError::from_io(
-                                e,
-                                format!("creating a temporary file for {key2}"),
-                            ));
-                        }
-                    }
-                }
-            })
-            .await?;
+        let (final_path, temp_path, file) =
+            self.blocking(move |inner| inner.create_temp(&key2)).await?;
         let mut guard = TempGuard {
             path: Some(temp_path.clone()),
         };
-        let size = body.size();
         let mut stream = body.into_stream();
         // File writes run on a blocking thread fed through a small channel: the async side
         // keeps pulling the next chunk from the network while the previous one is written.
@@ -465,25 +518,9 @@ impl StorageProvider for LocalProvider {
             return Err(e);
         }
         let file = written?;
-        let durability = self.inner.durability;
         let key2 = key.clone();
         let modified = self
-            .blocking(move |inner| {
-                if durability == Durability::PerWrite {
-                    file.sync_all()
-                        .map_err(|e| StorageError::from_io(e, format!("syncing {key2}")))?;
-                }
-                let modified = file.metadata().ok().and_then(|m| m.modified().ok());
-                drop(file);
-                fs::rename(&temp_path, &final_path)
-                    .map_err(|e| StorageError::from_io(e, format!("renaming {key2} into place")))?;
-                if durability == Durability::PerWrite
-                    && let Some(dir) = final_path.parent()
-                {
-                    inner.sync_dir(dir)?;
-                }
-                Ok(modified)
-            })
+            .blocking(move |inner| inner.publish(file, &temp_path, &final_path, &key2))
             .await?;
         guard.path = None;
         Ok(ObjectMeta {

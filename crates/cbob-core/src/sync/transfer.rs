@@ -5,19 +5,20 @@
 //! not it polls the body to its end.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::stream::{Stream, StreamExt};
+use tokio::sync::Semaphore;
 
 use super::error::SyncError;
 use super::observer::SyncObserver;
 use crate::layers::{BandwidthLimiter, RetryPolicy};
 use crate::repo::StreamVerifier;
 use crate::storage::{
-    Body, ByteStream, CopySource, DynProvider, ObjectKey, PutOptions, StorageError, StorageErrorKind,
-    StorageResult,
+    Body, ByteStream, CopySource, DynProvider, ObjectKey, PutOptions, StorageError,
+    StorageErrorKind, StorageResult,
 };
 
 /// Makes a fresh verifier for each attempt (`None`: size only).
@@ -163,7 +164,7 @@ async fn copy_once(
                 .map_err(|e| StorageError::corrupt(format!("{key}: {e}")))?;
         }
     }
-    let stream = ctx.source.get(key, None).await?;
+    let stream = read_source(ctx, key, size).await?;
     let stream = match &ctx.bandwidth {
         Some(limiter) => limiter.throttle(stream),
         None => stream,
@@ -200,6 +201,86 @@ async fn copy_once(
         )));
     }
     Ok(())
+}
+
+/// Objects at least this big are read as several ranges at once: one HTTP stream from an object
+/// store rarely fills the link, and a 1 GiB file would otherwise take one stream's time.
+pub const PARALLEL_READ_THRESHOLD: u64 = 64 * 1024 * 1024;
+/// Size of each range, and how many are fetched ahead of the writer.
+const READ_PART: u64 = 4 * 1024 * 1024;
+const PARTS_AHEAD: usize = 3;
+/// Parts go to the writer in slices of this size, so a writer's queue holds slices, not parts.
+const PART_SLICE: usize = 256 * 1024;
+/// Objects read in ranges at once in this process. Memory per object: the parts ahead plus
+/// the one or two being written (≈ 20 MiB). Other large objects meanwhile stream in one request.
+const PARALLEL_READERS: usize = 2;
+
+fn parallel_readers() -> &'static Arc<Semaphore> {
+    static READERS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    READERS.get_or_init(|| Arc::new(Semaphore::new(PARALLEL_READERS)))
+}
+
+/// The source's bytes of `key`: one stream, or for large objects ranges fetched in parallel and
+/// yielded in order.
+async fn read_source(
+    ctx: &TransferContext,
+    key: &ObjectKey,
+    size: u64,
+) -> StorageResult<ByteStream> {
+    if size < PARALLEL_READ_THRESHOLD {
+        return ctx.source.get(key, None).await;
+    }
+    let Ok(permit) = parallel_readers().clone().try_acquire_owned() else {
+        return ctx.source.get(key, None).await;
+    };
+    let source = ctx.source.clone();
+    let key = key.clone();
+    let ranges =
+        (0..size.div_ceil(READ_PART)).map(move |i| i * READ_PART..((i + 1) * READ_PART).min(size));
+    let parts = futures::stream::iter(ranges)
+        .map(move |range| read_part(source.clone(), key.clone(), range))
+        .buffered(PARTS_AHEAD)
+        .flat_map(|part| {
+            futures::stream::iter(match part {
+                Ok(bytes) => (0..bytes.len())
+                    .step_by(PART_SLICE)
+                    .map(|at| Ok(bytes.slice(at..(at + PART_SLICE).min(bytes.len()))))
+                    .collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+        })
+        // The permit goes when the stream does.
+        .map(move |slice| {
+            let _reader = &permit;
+            slice
+        });
+    Ok(parts.boxed())
+}
+
+/// One range of an object, whole, in a buffer of exactly its size.
+async fn read_part(
+    source: DynProvider,
+    key: ObjectKey,
+    range: std::ops::Range<u64>,
+) -> StorageResult<Bytes> {
+    let want = (range.end - range.start) as usize;
+    let mut stream = source.get(&key, Some(range.clone())).await?;
+    let mut part = bytes::BytesMut::with_capacity(want);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if part.len() + chunk.len() > want {
+            break;
+        }
+        part.extend_from_slice(&chunk);
+    }
+    if part.len() != want {
+        // The object changed under us: fail this attempt; the transfer retries it.
+        return Err(StorageError::corrupt(format!(
+            "{key}: bytes {}..{} of the source did not come back as {want} bytes",
+            range.start, range.end
+        )));
+    }
+    Ok(part.freeze())
 }
 
 /// A server-side copy: the service moves the bytes, so the check is the size the destination
@@ -307,6 +388,139 @@ mod tests {
         );
         assert_eq!(
             dst.head(&key2).await.unwrap_err().kind(),
+            StorageErrorKind::NotFound,
+            "never published"
+        );
+    }
+
+    /// Counts ranged reads and how many run at once.
+    #[derive(Debug)]
+    struct CountingReads {
+        inner: DynProvider,
+        ranged: std::sync::atomic::AtomicUsize,
+        open: Arc<std::sync::atomic::AtomicUsize>,
+        most_open: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::storage::StorageProvider for CountingReads {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn capabilities(&self) -> crate::storage::Capabilities {
+            self.inner.capabilities()
+        }
+        fn list(
+            &self,
+            prefix: &crate::storage::KeyPrefix,
+        ) -> futures::stream::BoxStream<'static, StorageResult<crate::storage::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+        async fn head(&self, key: &ObjectKey) -> StorageResult<crate::storage::ObjectMeta> {
+            self.inner.head(key).await
+        }
+        async fn get(
+            &self,
+            key: &ObjectKey,
+            range: Option<std::ops::Range<u64>>,
+        ) -> StorageResult<ByteStream> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if range.is_some() {
+                self.ranged.fetch_add(1, SeqCst);
+            }
+            let now = self.open.fetch_add(1, SeqCst) + 1;
+            self.most_open.fetch_max(now, SeqCst);
+            // Slow enough that parts overlap in time if they are fetched ahead.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let open = self.open.clone();
+            let stream = self.inner.get(key, range).await?;
+            Ok(stream
+                .chain(futures::stream::poll_fn(move |_| {
+                    open.fetch_sub(1, SeqCst);
+                    Poll::Ready(None)
+                }))
+                .boxed())
+        }
+        async fn put(
+            &self,
+            key: &ObjectKey,
+            body: Body,
+            options: &PutOptions,
+        ) -> StorageResult<crate::storage::ObjectMeta> {
+            self.inner.put(key, body, options).await
+        }
+        async fn delete(&self, key: &ObjectKey) -> StorageResult<()> {
+            self.inner.delete(key).await
+        }
+        async fn check(&self, mode: crate::storage::CheckMode) -> StorageResult<()> {
+            self.inner.check(mode).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn large_objects_are_read_in_parallel_ranges_and_still_verified() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let tmp = tempfile::tempdir().unwrap();
+        let local: DynProvider = Arc::new(LocalProvider::new(tmp.path().join("src")).unwrap());
+        let dst: DynProvider = Arc::new(LocalProvider::new(tmp.path().join("dst")).unwrap());
+        let size = PARALLEL_READ_THRESHOLD + 3 * 1024 * 1024 + 5;
+        let data: Bytes = (0..size)
+            .map(|i| (i * 31 / 7) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let key = ObjectKey::new("backup/s/L/pg_data/big").unwrap();
+        local
+            .put(&key, Body::from_bytes(data.clone()), &PutOptions::default())
+            .await
+            .unwrap();
+        let counting = Arc::new(CountingReads {
+            inner: local.clone(),
+            ranged: AtomicUsize::new(0),
+            open: Arc::new(AtomicUsize::new(0)),
+            most_open: Arc::new(AtomicUsize::new(0)),
+        });
+        let c = ctx(counting.clone(), dst.clone());
+        let sha = hex::encode(Sha1::digest(&data));
+        let good: VerifierFactory = Box::new(move || {
+            Some(Box::new(StoredVerifier::new("big", &sha, size)) as Box<dyn StreamVerifier>)
+        });
+        assert_eq!(copy_object(&c, &key, size, &good).await.unwrap(), size);
+        assert!(
+            read_to_bytes(&*dst, &key).await.unwrap() == data,
+            "byte-identical"
+        );
+        assert_eq!(
+            counting.ranged.load(SeqCst) as u64,
+            size.div_ceil(READ_PART),
+            "one ranged read per part"
+        );
+        assert!(
+            counting.most_open.load(SeqCst) > 1,
+            "parts are fetched ahead, not one after another"
+        );
+
+        // A byte changed in one part: the assembled stream fails verification, nothing lands.
+        let mut bad = data.to_vec();
+        bad[(size / 2) as usize] ^= 1;
+        local
+            .put(
+                &key,
+                Body::from_bytes(Bytes::from(bad)),
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        let key_dst = ObjectKey::new("backup/s/L/pg_data/big").unwrap();
+        dst.delete(&key_dst).await.unwrap();
+        let sha = hex::encode(Sha1::digest(&data));
+        let strict: VerifierFactory = Box::new(move || {
+            Some(Box::new(StoredVerifier::new("big", &sha, size)) as Box<dyn StreamVerifier>)
+        });
+        let e = copy_object(&c, &key, size, &strict).await.unwrap_err();
+        assert!(matches!(e, SyncError::Verification { .. }), "{e}");
+        assert_eq!(
+            dst.head(&key_dst).await.unwrap_err().kind(),
             StorageErrorKind::NotFound,
             "never published"
         );
