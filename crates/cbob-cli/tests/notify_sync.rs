@@ -296,6 +296,89 @@ fn a_failed_sync_pings_fail_and_keeps_its_exit_code() {
 }
 
 #[test]
+fn a_destination_that_cannot_be_used_is_a_failed_run_that_monitors_hear_of() {
+    // Nothing listens on port 1: the destination check fails before any copy starts.
+    let fx = fixture::extract();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = HttpRecorder::start();
+    let mut env = notify_env(&rec);
+    for (k, v) in [
+        ("CBOB_DEST_TYPE", "s3"),
+        ("CBOB_DEST_BUCKET", "offsite"),
+        ("CBOB_DEST_ENDPOINT", "http://127.0.0.1:1"),
+        ("CBOB_DEST_REGION", "us-east-1"),
+        ("CBOB_DEST_ACCESS_KEY", "AKIADESTTEST"),
+        ("CBOB_DEST_SECRET_KEY", "dest-secret-never-shown"),
+        ("CBOB_RETRY_COUNT", "0"),
+    ] {
+        env.push((k, v.to_string()));
+    }
+    let run = cbob(dir.path(), &["sync", "--source", &source(&fx.repo)], &env);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("destination s3://offsite") && run.stderr.contains("not usable"),
+        "{}",
+        run.stderr
+    );
+    let reqs = rec.requests();
+    let hb: Vec<&str> = by_path(&reqs, "/hc/")
+        .iter()
+        .map(|r| r.path.as_str())
+        .collect();
+    assert_eq!(hb, ["/hc/5f1c-uuid/fail"], "no start: the run never began");
+    let hook = by_path(&reqs, "/hook")[0].json();
+    assert_eq!(hook["phase"], "failed");
+    let summary = hook["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("sync could not start: destination s3://offsite"),
+        "{summary}"
+    );
+    for r in &reqs {
+        assert!(
+            !r.text().contains("dest-secret-never-shown"),
+            "{}",
+            r.text()
+        );
+    }
+    assert_no_secret(&reqs);
+}
+
+#[test]
+fn a_run_refused_by_the_lock_sends_nothing() {
+    // The run holding the lock reports for itself; the refused one only exits 4.
+    let fx = fixture::extract();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = HttpRecorder::start();
+    let holder = dir.path().join("holder");
+    fs::create_dir_all(&holder).unwrap();
+    // Hold the lock with a slow first run (bandwidth-capped), then start a second one.
+    let mut slow = Command::new(env!("CARGO_BIN_EXE_cbob"));
+    slow.env_clear()
+        .env("HOME", &holder)
+        .env("PATH", "/usr/bin:/bin")
+        .env("CBOB_BASE_PATH", dir.path().join("state"))
+        .env("CBOB_TARGET_PATH", dir.path().join("copy"))
+        .args(["sync", "--source", &source(&fx.repo), "--bandwidth", "200K"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = slow.spawn().unwrap();
+    let lock_seen = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        dir.path().join("copy").exists()
+    });
+    assert!(lock_seen, "the first run never started copying");
+    let run = cbob(
+        dir.path(),
+        &["sync", "--source", &source(&fx.repo)],
+        &notify_env(&rec),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(run.code, 4, "{}\n{}", run.stdout, run.stderr);
+    assert!(rec.requests().is_empty(), "{:?}", rec.requests());
+}
+
+#[test]
 fn dry_runs_and_estimates_send_nothing_and_write_no_metrics() {
     let fx = fixture::extract();
     let dir = tempfile::tempdir().unwrap();

@@ -175,76 +175,101 @@ async fn sync(global: &GlobalArgs, args: &SyncArgs, config: Config) -> Result<Ex
     let plan_only = config.dry_run || args.estimate_only;
     let registry = Arc::new(providers::registry());
 
-    // The source first: a configuration problem (no API key, bad URL) must exit 2 before
-    // anything is created or written at the destination.
+    // Everything before the copy starts. A failure here (destination unreachable, state
+    // unwritable) is still a failed backup run, so monitors hear of it; a run refused because
+    // another holds the lock is not (that run reports for itself).
     let retry = retry_policy(&config);
-    let source = match &args.source {
-        Some(url) => SourceSelection::Repository {
-            spec: Box::new(config.source_spec(url)?),
-        },
-        None => {
-            let key = config.require_api_key()?;
-            let client = BridgeClient::new(config.crunchy.api_url.as_str(), key.clone(), retry)
+    let prepared = async {
+        // The source first: a configuration problem (no API key, bad URL) must exit 2 before
+        // anything is created or written at the destination.
+        let source = match &args.source {
+            Some(url) => SourceSelection::Repository {
+                spec: Box::new(config.source_spec(url)?),
+            },
+            None => {
+                let key = config.require_api_key()?;
+                let client = BridgeClient::new(config.crunchy.api_url.as_str(), key.clone(), retry)
+                    .map_err(|e| CliError::usage(e.to_string()))?;
+                let selection = ClusterSelection::new(
+                    &args.clusters,
+                    &config.crunchy.clusters,
+                    &config.crunchy.ignore_clusters,
+                )
                 .map_err(|e| CliError::usage(e.to_string()))?;
-            let selection = ClusterSelection::new(
-                &args.clusters,
-                &config.crunchy.clusters,
-                &config.crunchy.ignore_clusters,
-            )
-            .map_err(|e| CliError::usage(e.to_string()))?;
-            SourceSelection::Bridge {
-                client,
-                selection,
-                source_endpoint: config.source.endpoint.clone(),
+                SourceSelection::Bridge {
+                    client,
+                    selection,
+                    source_endpoint: config.source.endpoint.clone(),
+                }
             }
+        };
+
+        let mut dest_spec = config.destination_spec();
+        if dest_spec.kind == "local" {
+            // One syncfs per publish barrier instead of an fsync per file.
+            dest_spec
+                .options
+                .insert("durability".into(), "deferred".into());
         }
-    };
+        let dest_description = dest_spec.describe();
+        let dest = registry.build(&dest_spec).await?;
+        if !plan_only {
+            check_destination(&dest, &dest_spec).await?;
+        }
+        let dest = Layers {
+            retry: Some(retry),
+            ..Layers::default()
+        }
+        .apply(dest);
 
-    let mut dest_spec = config.destination_spec();
-    if dest_spec.kind == "local" {
-        // One syncfs per publish barrier instead of an fsync per file.
-        dest_spec
-            .options
-            .insert("durability".into(), "deferred".into());
+        let lock = if config.no_lock || plan_only {
+            None
+        } else {
+            Some(
+                RunLock::acquire(&config.base_path, "sync", &dest_description).map_err(
+                    |e| match e {
+                        LockError::Held { .. } => CliError::new(ExitCode::Locked, e.to_string()),
+                        LockError::Io { .. } => CliError::new(ExitCode::Permission, e.to_string()),
+                    },
+                )?,
+            )
+        };
+        let state = if plan_only {
+            None
+        } else {
+            Some(Arc::new(Mutex::new(
+                StateDb::open_in(&config.base_path)
+                    .map_err(|e| CliError::failure(e.to_string()))?,
+            )))
+        };
+        let run_id = match &state {
+            Some(s) => Some(
+                s.lock()
+                    .expect("state")
+                    .start_run("sync", Some(&dest_description))
+                    .map_err(|e| CliError::failure(e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok::<_, CliError>((source, dest, dest_description, lock, state, run_id))
     }
-    let dest_description = dest_spec.describe();
-    let dest = registry.build(&dest_spec).await?;
-    if !plan_only {
-        check_destination(&dest, &dest_spec).await?;
-    }
-    let dest = Layers {
-        retry: Some(retry),
-        ..Layers::default()
-    }
-    .apply(dest);
-
-    let _lock = if config.no_lock || plan_only {
-        None
-    } else {
-        Some(
-            RunLock::acquire(&config.base_path, "sync", &dest_description).map_err(
-                |e| match e {
-                    LockError::Held { .. } => CliError::new(ExitCode::Locked, e.to_string()),
-                    LockError::Io { .. } => CliError::new(ExitCode::Permission, e.to_string()),
-                },
-            )?,
-        )
-    };
-    let state = if plan_only {
-        None
-    } else {
-        Some(Arc::new(Mutex::new(
-            StateDb::open_in(&config.base_path).map_err(|e| CliError::failure(e.to_string()))?,
-        )))
-    };
-    let run_id = match &state {
-        Some(s) => Some(
-            s.lock()
-                .expect("state")
-                .start_run("sync", Some(&dest_description))
-                .map_err(|e| CliError::failure(e.to_string()))?,
-        ),
-        None => None,
+    .await;
+    let (source, dest, dest_description, _lock, state, run_id) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            if !plan_only && e.code != ExitCode::Locked && e.code != ExitCode::Usage {
+                let event = Event::finished(
+                    "sync",
+                    &config.destination_spec().describe(),
+                    false,
+                    format!("sync could not start: {e}"),
+                    Vec::new(),
+                    Duration::ZERO,
+                );
+                Notifiers::from_config(&config).send(&event).await;
+            }
+            return Err(e);
+        }
     };
 
     let mut options = SyncOptions::new(config.transfer.transfers);
