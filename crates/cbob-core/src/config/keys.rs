@@ -162,6 +162,9 @@ mod table {
         key("CBOB_SOURCE_ACCESS_KEY", "source.access_key", String, true, Unset, "access key id of a --source s3:// or minio:// repository"),
         key("CBOB_SOURCE_SECRET_KEY", "source.secret_key", String, true, Unset, "secret access key of a --source s3:// or minio:// repository"),
         key("CBOB_SOURCE_REGION", "source.region", String, false, Unset, "region of a --source s3:// or minio:// repository"),
+        key("CBOB_SOURCE_AZURE_KEY", "source.azure_key", String, true, Unset, "storage account shared key of a --source azure:// repository"),
+        key("CBOB_SOURCE_AZURE_SAS", "source.azure_sas", String, true, Unset, "SAS token of a --source azure:// repository, instead of the shared key"),
+        key("CBOB_SOURCE_GCS_CREDENTIALS", "source.gcs_credentials", ABS, false, Unset, "service-account JSON file of a --source gcs:// repository; else GOOGLE_APPLICATION_CREDENTIALS"),
         // Transfers
         key("CBOB_TRANSFERS", "transfers", Integer { min: 1, max: 1024 }, false, Static("16"), "object transfers in flight at once, per run"),
         key("CBOB_PARALLEL", "parallel", Integer { min: 1, max: 256 }, false, Static("2"), "clusters synced at once"),

@@ -120,6 +120,9 @@ pub struct SourceConfig {
     pub access_key: Option<Secret>,
     pub secret_key: Option<Secret>,
     pub region: Option<String>,
+    pub azure_key: Option<Secret>,
+    pub azure_sas: Option<Secret>,
+    pub gcs_credentials: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -284,8 +287,8 @@ impl Config {
     }
 }
 
-/// Parses a repository URL (see [`ProviderSpec::parse_url`]) and adds the source endpoint and,
-/// for `s3://` and `minio://`, the source credentials and region.
+/// Parses a repository URL (see [`ProviderSpec::parse_url`]) and adds the source endpoint and
+/// the source credentials of its kind (`CBOB_SOURCE_*`).
 pub fn source_spec_from_url(
     url: &str,
     source: &SourceConfig,
@@ -302,10 +305,26 @@ pub fn source_spec_from_url(
     if spec.kind != "local" {
         spec.endpoint = source.endpoint.clone();
     }
-    if matches!(spec.kind.as_str(), "s3" | "minio") {
-        spec.access_key = source.access_key.clone();
-        spec.secret_key = source.secret_key.clone();
-        spec.region = source.region.clone();
+    match spec.kind.as_str() {
+        "s3" | "minio" => {
+            spec.access_key = source.access_key.clone();
+            spec.secret_key = source.secret_key.clone();
+            spec.region = source.region.clone();
+        }
+        "azure" => {
+            if source.azure_key.is_some() && source.azure_sas.is_some() {
+                return Err(ConfigProblem::error(
+                    "CBOB_SOURCE_AZURE_SAS".to_string(),
+                    Origin::Flag("--source".into()),
+                    "both CBOB_SOURCE_AZURE_KEY and CBOB_SOURCE_AZURE_SAS are set; cbob would have to guess which to use",
+                    "unset one of them",
+                ));
+            }
+            spec.secret_key = source.azure_key.clone();
+            spec.sas_token = source.azure_sas.clone();
+        }
+        "gcs" => spec.credentials_file = source.gcs_credentials.clone(),
+        _ => {}
     }
     Ok(spec)
 }

@@ -513,6 +513,54 @@ fn source_specs() {
     assert_eq!((s.kind.as_str(), s.endpoint), ("local", None));
     let p = c.source_spec("ftp:/x").unwrap_err();
     assert_eq!(p.key.as_deref(), Some("--source"));
+    // S3 credentials are not handed to another kind of store.
+    let s = c.source_spec("azure://acct/container/repo").unwrap();
+    assert!(s.access_key.is_none() && s.secret_key.is_none());
+}
+
+#[test]
+fn azure_and_gcs_source_credentials() {
+    let f = Fixture::new();
+    let key_file = f.write("sa.json", "{}");
+    let c = load(
+        &f.sources()
+            .with_env("CBOB_SOURCE_AZURE_KEY", "YXp1cmUta2V5")
+            .with_env("CBOB_SOURCE_GCS_CREDENTIALS", key_file.to_str().unwrap()),
+    )
+    .unwrap();
+    let s = c.source_spec("azure://acct/container/repo").unwrap();
+    assert_eq!(
+        s.secret_key.as_ref().map(|k| k.expose()),
+        Some("YXp1cmUta2V5")
+    );
+    assert!(s.sas_token.is_none());
+    let s = c.source_spec("gcs://bucket/repo").unwrap();
+    assert_eq!(s.credentials_file.as_deref(), Some(key_file.as_path()));
+    assert!(s.secret_key.is_none(), "the Azure key stays with Azure");
+
+    let sas = load(
+        &f.sources()
+            .with_env("CBOB_SOURCE_AZURE_SAS", "sv=2022&sig=abc"),
+    )
+    .unwrap();
+    let s = sas.source_spec("azure://acct/container").unwrap();
+    assert_eq!(
+        s.sas_token.as_ref().map(|k| k.expose()),
+        Some("sv=2022&sig=abc")
+    );
+
+    let both = load(
+        &f.sources()
+            .with_env("CBOB_SOURCE_AZURE_KEY", "k")
+            .with_env("CBOB_SOURCE_AZURE_SAS", "s"),
+    )
+    .unwrap();
+    let p = both.source_spec("azure://acct/container").unwrap_err();
+    assert!(
+        p.to_string()
+            .contains("both CBOB_SOURCE_AZURE_KEY and CBOB_SOURCE_AZURE_SAS"),
+        "{p}"
+    );
 }
 
 #[test]

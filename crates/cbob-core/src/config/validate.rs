@@ -166,6 +166,9 @@ pub(crate) fn build(resolved: Resolved, problems: &mut Vec<ConfigProblem>) -> Co
             access_key: t.secret("CBOB_SOURCE_ACCESS_KEY"),
             secret_key: t.secret("CBOB_SOURCE_SECRET_KEY"),
             region: t.text("CBOB_SOURCE_REGION"),
+            azure_key: t.secret("CBOB_SOURCE_AZURE_KEY"),
+            azure_sas: t.secret("CBOB_SOURCE_AZURE_SAS"),
+            gcs_credentials: t.path("CBOB_SOURCE_GCS_CREDENTIALS"),
         },
         transfer: TransferConfig {
             transfers: int("CBOB_TRANSFERS").unwrap_or(16) as usize,
