@@ -191,6 +191,31 @@ async fn damaged_destination_files_are_repaired_and_an_earlier_state_stays_valid
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn info_files_that_grew_at_the_source_are_updated_without_a_damage_warning() {
+    // The destination as it was before the source gained its backups: an older, smaller
+    // backup.info (valid, fewer entries). The next sync rewrites it, and that is not damage.
+    let fx = fixture::extract();
+    let dst = dest_dir(&fx);
+    assert!(sync(&fx.repo, &dst, &fx.stanza, &options()).await.ok());
+    let info = dst.join(format!("backup/{}/backup.info", fx.stanza));
+    let current = fs::read(&info).unwrap();
+    let older = cbob_core::repo::rewrite::empty_backup_info(&current).unwrap();
+    assert_ne!(older.len(), current.len());
+    fs::write(&info, &older).unwrap();
+    fs::write(info.with_extension("info.copy"), &older).unwrap();
+
+    let report = sync(&fx.repo, &dst, &fx.stanza, &options()).await;
+    assert!(report.ok(), "{:?}", report.error);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert_eq!(report.repaired, 0);
+    assert_eq!(
+        fs::read(&info).unwrap(),
+        current,
+        "backup.info brought up to date"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_and_foreign_source_names_are_not_copied() {
     let fx = fixture::extract();
     let dst = dest_dir(&fx);

@@ -229,7 +229,21 @@ pub async fn build(
             continue;
         }
         let why = reason(meta, dest.get(key));
-        if let Some(Reason::Repair { dest_size }) = why {
+        // Info files change size whenever the source gains a backup, and temp files, `latest`,
+        // unknown files and backups not (or no longer) listed are not copied: none of them is
+        // a damaged copy.
+        let mirrored = match &object {
+            RepoObject::ArchiveInfo { .. }
+            | RepoObject::BackupInfo { .. }
+            | RepoObject::Temp
+            | RepoObject::Latest { .. }
+            | RepoObject::Unknown => false,
+            RepoObject::BackupFile { label, .. }
+            | RepoObject::Bundle { label, .. }
+            | RepoObject::Manifest { label, .. } => listed.contains(label),
+            _ => true,
+        };
+        if mirrored && let Some(Reason::Repair { dest_size }) = why {
             plan.warnings.push(format!(
                 "{key} is {dest_size} bytes at the destination but {} at the source: damaged copy, repairing",
                 meta.size
