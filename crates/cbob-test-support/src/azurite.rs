@@ -59,6 +59,24 @@ pub fn command(port: u16) -> Command {
     c
 }
 
+/// The command that starts Azurite's blob service on 127.0.0.1:`port` with its data on disk in
+/// `dir` (`--location`), for tests that kill the server and start it again on the same storage.
+pub fn command_on_disk(port: u16, dir: &std::path::Path) -> Command {
+    let main_js = Tool::AzuriteMainJs.require();
+    let mut c = Command::new(node());
+    c.arg(main_js)
+        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        .arg("--location")
+        .arg(dir)
+        .args([
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--silent",
+        ]);
+    c
+}
+
 /// Readiness probe: any HTTP answer for the account.
 pub fn ready(port: u16) -> bool {
     http::answers(port, &format!("/{ACCOUNT}"))
@@ -85,33 +103,7 @@ impl Azurite {
 
     /// Creates a container with a unique name derived from `base` (Shared Key signed).
     pub fn fresh_container(&self, base: &str) -> String {
-        let name = unique_bucket_name(base);
-        let date = http_date(SystemTime::now());
-        let canonical_headers = format!("x-ms-date:{date}\nx-ms-version:{API_VERSION}\n");
-        // Azurite's path-style URLs repeat the account in the canonical resource.
-        let resource = format!("/{ACCOUNT}/{ACCOUNT}/{name}\nrestype:container");
-        let to_sign = format!("PUT\n\n\n\n\n\n\n\n\n\n\n\n{canonical_headers}{resource}");
-        let auth = format!("SharedKey {ACCOUNT}:{}", sign(&to_sign));
-        let r = http::request(
-            "PUT",
-            self.process.port,
-            &format!("/{ACCOUNT}/{name}?restype=container"),
-            &[
-                ("x-ms-date", &date),
-                ("x-ms-version", API_VERSION),
-                ("Authorization", &auth),
-            ],
-            b"",
-        )
-        .unwrap_or_else(|e| panic!("azurite: create container {name}: {e}"));
-        assert_eq!(
-            r.status,
-            201,
-            "azurite: create container {name}: HTTP {}: {}",
-            r.status,
-            r.text()
-        );
-        name
+        fresh_container_at(self.process.port, base)
     }
 
     /// A service SAS token (query string without `?`) for `container`, with `permissions` such
@@ -119,6 +111,38 @@ impl Azurite {
     pub fn container_sas(&self, container: &str, permissions: &str, valid_for: Duration) -> String {
         container_sas(container, permissions, SystemTime::now() + valid_for)
     }
+}
+
+/// Creates a container with a unique name derived from `base` on the Azurite listening on
+/// 127.0.0.1:`port` (a private instance, e.g. one started with [`command_on_disk`]).
+pub fn fresh_container_at(port: u16, base: &str) -> String {
+    let name = unique_bucket_name(base);
+    let date = http_date(SystemTime::now());
+    let canonical_headers = format!("x-ms-date:{date}\nx-ms-version:{API_VERSION}\n");
+    // Azurite's path-style URLs repeat the account in the canonical resource.
+    let resource = format!("/{ACCOUNT}/{ACCOUNT}/{name}\nrestype:container");
+    let to_sign = format!("PUT\n\n\n\n\n\n\n\n\n\n\n\n{canonical_headers}{resource}");
+    let auth = format!("SharedKey {ACCOUNT}:{}", sign(&to_sign));
+    let r = http::request(
+        "PUT",
+        port,
+        &format!("/{ACCOUNT}/{name}?restype=container"),
+        &[
+            ("x-ms-date", &date),
+            ("x-ms-version", API_VERSION),
+            ("Authorization", &auth),
+        ],
+        b"",
+    )
+    .unwrap_or_else(|e| panic!("azurite: create container {name}: {e}"));
+    assert_eq!(
+        r.status,
+        201,
+        "azurite: create container {name}: HTTP {}: {}",
+        r.status,
+        r.text()
+    );
+    name
 }
 
 /// Service SAS for a container of the development account, expiring at `expiry`.

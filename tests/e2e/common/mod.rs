@@ -1,9 +1,11 @@
 //! Helpers shared by the end-to-end tests: running `cbob` in isolation ([`cbob`]), the
 //! Crunchy Bridge source and destinations ([`bridge`], [`s3`]), a recording S3 proxy
-//! ([`proxy`]), and repository trees and pgBackRest checks ([`repo`]).
+//! ([`proxy`]), and repository trees and pgBackRest checks ([`repo`]); Azure, GCS and MinIO
+//! destinations, an Azure Bridge source and killable private emulators ([`clouds`]).
 
 pub mod bridge;
 pub mod cbob;
+pub mod clouds;
 pub mod proxy;
 pub mod repo;
 pub mod s3;
