@@ -123,6 +123,14 @@ fn usage_errors_exit_2() {
         &["--log-level", "loud", "config", "show"][..],
         &["config", "get"][..],
         &["completions", "tcsh-ish"][..],
+        &[
+            "sync",
+            "--source",
+            "file:///nonexistent",
+            "--cluster",
+            "abc",
+        ][..],
+        &["sync", "--source", "ftp://host/repo", "--target", "/tmp/x"][..],
     ] {
         let out = sb.run(args, &[]);
         assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);

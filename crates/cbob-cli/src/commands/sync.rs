@@ -44,7 +44,8 @@ pub enum OutputFormat {
     cbob sync --status --format json           # last sync per cluster")]
 pub struct SyncArgs {
     /// Sync this Crunchy Bridge cluster (repeatable). Replaces CBOB_CRUNCHY_CLUSTERS and discovery.
-    #[arg(long = "cluster", value_name = "ID")]
+    /// Not with --source, which syncs every stanza of the repository it names.
+    #[arg(long = "cluster", value_name = "ID", conflicts_with = "source")]
     pub clusters: Vec<String>,
     /// Sync any pgBackRest repository instead of Crunchy Bridge, every stanza found in it:
     /// file:///path, s3://bucket/prefix, minio://bucket/prefix, azure://account/container/prefix,

@@ -82,7 +82,7 @@ impl ProviderSpec {
             "minio" => "minio",
             "gcs" | "gs" => "gcs",
             "azure" | "az" => "azure",
-            other => other,
+            other => return Err(bad(&format!("unknown scheme {other:?}"))),
         };
         let mut parts = rest.trim_matches('/').splitn(2, '/');
         let first = parts
@@ -165,5 +165,8 @@ mod tests {
         assert!(ProviderSpec::parse_url("file://relative").is_err());
         assert!(ProviderSpec::parse_url("bucket/x").is_err());
         assert!(ProviderSpec::parse_url("azure://acct").is_err());
+        let e = ProviderSpec::parse_url("ftp://host/repo").unwrap_err();
+        assert_eq!(e.kind(), StorageErrorKind::Config);
+        assert!(e.message().contains("unknown scheme \"ftp\""), "{e}");
     }
 }
