@@ -238,6 +238,7 @@ async fn run(
         } else {
             None
         },
+        abandon: Default::default(),
     };
     if let Some(s) = &ctx.server_side {
         tracing::info!(stanza, source = %s.bucket, "copying server-side");

@@ -5,6 +5,7 @@
 //! not it polls the body to its end.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -37,6 +38,10 @@ pub struct TransferContext {
     /// Set when the destination can copy from the source server-side (same service and
     /// account); payload then never passes through this host.
     pub server_side: Option<CopySource>,
+    /// Set once a transfer of this stanza has failed for good: the others then stop retrying
+    /// (their objects are not published anyway), so a destination that vanished ends the run
+    /// after one retry sequence instead of one per transfer in flight.
+    pub abandon: Arc<AtomicBool>,
 }
 
 struct VerifyingStream {
@@ -128,12 +133,14 @@ pub async fn copy_object(
             }
             Err(e) => {
                 let retriable = e.is_transient() || e.kind() == StorageErrorKind::Corrupt;
-                if retriable && attempt <= ctx.retry.max_retries {
+                let abandoned = ctx.abandon.load(Ordering::Relaxed);
+                if retriable && attempt <= ctx.retry.max_retries && !abandoned {
                     let delay = ctx.retry.delay(attempt - 1);
                     tracing::warn!(key = %key, attempt, error = %e, "transfer failed, retrying");
                     tokio::time::sleep(delay).await;
                     continue;
                 }
+                ctx.abandon.store(true, Ordering::Relaxed);
                 if e.kind() == StorageErrorKind::Corrupt {
                     return Err(SyncError::Verification {
                         key: key.to_string(),
@@ -341,6 +348,7 @@ mod tests {
             stanza: "s".into(),
             put_options: PutOptions::default(),
             server_side: None,
+            abandon: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -524,5 +532,57 @@ mod tests {
             StorageErrorKind::NotFound,
             "never published"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn once_a_transfer_failed_for_good_the_others_stop_retrying() {
+        use crate::testkit::{FailurePlan, FlakyProvider};
+        let tmp = tempfile::tempdir().unwrap();
+        let local: DynProvider = Arc::new(LocalProvider::new(tmp.path().join("src")).unwrap());
+        let dst: DynProvider = Arc::new(LocalProvider::new(tmp.path().join("dst")).unwrap());
+        let key = ObjectKey::new("archive/s/f").unwrap();
+        local
+            .put(
+                &key,
+                Body::from_bytes(Bytes::from_static(b"abc")),
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        let size_only: VerifierFactory = Box::new(|| None);
+
+        // A source that is down: the transfer retries (2 retries), then gives up and marks the
+        // stanza abandoned.
+        let down = Arc::new(FlakyProvider::new(
+            local.clone(),
+            FailurePlan::transient(100),
+        ));
+        let c = ctx(down.clone(), dst.clone());
+        assert!(copy_object(&c, &key, 3, &size_only).await.is_err());
+        assert_eq!(down.calls("get"), 3, "first attempt and two retries");
+        assert!(c.abandon.load(Ordering::Relaxed));
+
+        // Another transfer of the same stanza now fails at its first error, without retrying.
+        let down2 = Arc::new(FlakyProvider::new(
+            local.clone(),
+            FailurePlan::transient(100),
+        ));
+        let c2 = TransferContext {
+            source: down2.clone(),
+            ..c.clone()
+        };
+        assert!(copy_object(&c2, &key, 3, &size_only).await.is_err());
+        assert_eq!(
+            down2.calls("get"),
+            1,
+            "no retry after the stanza was abandoned"
+        );
+
+        // A fresh stanza context retries a transient failure and succeeds.
+        let flaky = Arc::new(FlakyProvider::new(local.clone(), FailurePlan::transient(1)));
+        let c3 = ctx(flaky.clone(), dst.clone());
+        assert_eq!(copy_object(&c3, &key, 3, &size_only).await.unwrap(), 3);
+        assert_eq!(flaky.calls("get"), 2);
+        assert!(!c3.abandon.load(Ordering::Relaxed));
     }
 }
