@@ -4,7 +4,6 @@
 //! store as the destination), the copy must match the fixture byte for byte, restore, and a
 //! second run moves nothing.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -41,25 +40,6 @@ fn cbob(base: &Path, args: &[&str], env: &[(&str, String)]) -> Run {
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),
     }
-}
-
-/// Every regular file below `root` with its bytes (the `latest` symlink is not a file).
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-                out.insert(rel, fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
 }
 
 fn copied_files(run: &Run) -> u64 {
@@ -105,7 +85,7 @@ fn round_trip(
     assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
     assert_eq!(copied_files(&first), fx.expected.files + 2);
     assert!(
-        tree(&fx.repo) == tree(&copy),
+        fixture::read_tree(&fx.repo) == fixture::read_tree(&copy),
         "the copy pulled from {url} must be byte-identical to the fixture"
     );
     let again = cbob(&base.join("pull"), &args, source_env);

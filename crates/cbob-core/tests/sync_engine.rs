@@ -2,7 +2,6 @@
 //! byte-identical mirror, restorable with pgBackRest and PostgreSQL, idempotent, dry run writes
 //! nothing, corruption is never published, damaged destination files are repaired.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,26 +12,6 @@ use cbob_core::storage::DynProvider;
 use cbob_core::storage::local::{Durability, LocalProvider};
 use cbob_core::sync::{NoProgress, StanzaJob, StanzaReport, SyncError, SyncOptions, sync_stanza};
 use cbob_test_support::{fixture, pg};
-
-/// Every regular file below `root` with its bytes (symlinks skipped, like `latest`).
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-                out.insert(rel, fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
 
 fn local(path: &Path) -> DynProvider {
     Arc::new(LocalProvider::with_durability(path, Durability::Deferred).unwrap())
@@ -74,8 +53,8 @@ async fn mirrors_the_fixture_and_a_restore_from_the_copy_reaches_the_expected_va
         "every file copied once"
     );
     assert_eq!(
-        tree(&fx.repo),
-        tree(&dst),
+        fixture::read_tree(&fx.repo),
+        fixture::read_tree(&dst),
         "the copy must be byte-identical"
     );
 
@@ -104,7 +83,10 @@ async fn dry_run_writes_nothing() {
     assert!(report.ok(), "{:?}", report.error);
     assert_eq!(report.planned_files, fx.expected.files + 2);
     assert_eq!(report.copied_files, 0);
-    assert!(tree(&dst).is_empty(), "a dry run wrote to the destination");
+    assert!(
+        fixture::read_tree(&dst).is_empty(),
+        "a dry run wrote to the destination"
+    );
 }
 
 /// Flips one byte in the middle of a file, keeping its size.
@@ -116,7 +98,7 @@ fn flip(path: &Path) {
 }
 
 fn find(root: &Path, pred: impl Fn(&str) -> bool) -> PathBuf {
-    tree(root)
+    fixture::read_tree(root)
         .keys()
         .find(|k| pred(k))
         .map(|k| root.join(k))
@@ -317,5 +299,5 @@ async fn prune_removes_what_the_source_expired_in_pgbackrest_order_and_keeps_a_r
     cbob_core::sync::validate_destination(&dest, stanza)
         .await
         .unwrap();
-    assert_eq!(tree(&fx.repo), tree(&dst));
+    assert_eq!(fixture::read_tree(&fx.repo), fixture::read_tree(&dst));
 }

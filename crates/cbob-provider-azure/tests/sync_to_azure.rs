@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,28 +16,6 @@ use cbob_test_support::{fixture, pg};
 use common::*;
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
-
-/// Every regular file below `root` with its bytes (symlinks skipped, like `latest`).
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-                out.insert(rel, std::fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
 
 async fn sync(source: &DynProvider, dest: &DynProvider, stanza: &str) -> StanzaReport {
     let mut opts = SyncOptions::new(8);
@@ -97,8 +74,8 @@ async fn the_fixture_synced_to_azure_comes_back_identical_and_restorable() {
     std::fs::create_dir_all(&back).unwrap();
     let bytes = download(&dest, &back).await;
     assert_eq!(
-        tree(&fx.repo),
-        tree(&back),
+        fixture::read_tree(&fx.repo),
+        fixture::read_tree(&back),
         "the Azure copy must be byte-identical"
     );
 

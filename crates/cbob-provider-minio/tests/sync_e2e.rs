@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,26 +15,6 @@ use cbob_core::storage::{DynProvider, KeyPrefix, StorageProvider, read_to_bytes}
 use cbob_core::sync::{NoProgress, StanzaJob, StanzaReport, SyncOptions, sync_stanza};
 use cbob_test_support::{fixture, pg};
 use futures::TryStreamExt;
-
-/// Every regular file below `root` with its bytes (symlinks skipped, like `latest`).
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-                out.insert(rel, fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
 
 async fn sync(src: &Path, dest: &DynProvider, stanza: &str) -> StanzaReport {
     let mut opts = SyncOptions::new(8);
@@ -97,7 +76,7 @@ async fn the_fixture_syncs_to_minio_and_restores_from_the_copy() {
     let n = download(&*dest, &back).await;
     assert_eq!(n as u64, fx.expected.files, "objects at the destination");
     assert!(
-        tree(&fx.repo) == tree(&back),
+        fixture::read_tree(&fx.repo) == fixture::read_tree(&back),
         "the copy read back from MinIO must be byte-identical"
     );
 

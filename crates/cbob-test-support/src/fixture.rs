@@ -157,3 +157,27 @@ pub fn make_world_readable(root: &Path) {
         }
     }
 }
+
+/// Every regular file below `root` with its bytes, keyed by path relative to `root`: what a
+/// copy of a repository must hold, byte for byte. Symlinks (pgBackRest's `latest`) are skipped
+/// and a missing `root` is an empty tree.
+pub fn read_tree(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd {
+            let e = e.expect("read a directory entry");
+            let ft = e.file_type().expect("file type");
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+                let bytes = fs::read(e.path())
+                    .unwrap_or_else(|err| panic!("read {}: {err}", e.path().display()));
+                out.insert(rel, bytes);
+            }
+        }
+    }
+    out
+}

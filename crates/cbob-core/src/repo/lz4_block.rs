@@ -164,7 +164,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let len = (x % 40) as usize + 1;
-            if text.len() > 1000 && x % 3 == 0 {
+            if text.len() > 1000 && x.is_multiple_of(3) {
                 let back = (x >> 8) as usize % text.len().min(65_535) + 1;
                 let from = text.len() - back;
                 for k in 0..len * 3 {
