@@ -12,14 +12,16 @@ use azure_storage_blob::models::{
     BlobClientStartCopyFromUrlResultHeaders, BlobContainerClientListBlobsOptions, CopyStatus,
 };
 use bytes::Bytes;
+use cbob_core::storage::credentials::AzureCredentials;
 use cbob_core::storage::{
-    Body, ByteStream, Capabilities, CheckMode, KeyPrefix, ObjectHashes, ObjectKey, ObjectMeta,
-    PutOptions, StorageError, StorageErrorKind, StorageProvider, StorageResult, collect_stream,
+    Body, ByteStream, Capabilities, CheckMode, CopySource, KeyPrefix, ObjectHashes, ObjectKey,
+    ObjectMeta, PutOptions, StorageError, StorageErrorKind, StorageProvider, StorageResult,
+    collect_stream,
 };
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 
-use crate::client::Clients;
-use crate::config::{AzureConfig, MAX_OBJECT_SIZE};
+use crate::client::{Clients, Handle};
+use crate::config::{AccessTier, AzureAuth, AzureConfig, MAX_OBJECT_SIZE};
 use crate::errors::{Ctx, redact};
 use crate::upload;
 
@@ -28,6 +30,9 @@ pub(crate) struct Shared {
     pub cfg: AzureConfig,
     pub clients: Clients,
     pub describe: String,
+    /// The blob service URL and account, for Copy Blob between containers of the account;
+    /// `None` when a copy's source could not be authorized (see [`copy_identity`]).
+    copy_identity: Option<String>,
 }
 
 impl Shared {
@@ -110,11 +115,13 @@ impl AzureProvider {
         cfg.validate()?;
         let clients = Clients::new(&cfg)?;
         let describe = cfg.describe();
+        let copy_identity = copy_identity(&cfg);
         Ok(Self {
             shared: Arc::new(Shared {
                 cfg,
                 clients,
                 describe,
+                copy_identity,
             }),
         })
     }
@@ -135,6 +142,68 @@ impl AzureProvider {
     /// The full blob name of a provider-relative key (prefix included).
     pub fn blob_name(&self, key: &ObjectKey) -> String {
         self.shared.cfg.blob_name(key.as_str())
+    }
+
+    /// Copy Blob of the blob at the URL `source` gives for a client (so a SAS in it follows a
+    /// credential refresh) to `to`, with `tier`; returns once the service has finished copying.
+    async fn copy_blob(
+        &self,
+        source: &(dyn Fn(&Handle) -> String + Send + Sync),
+        to: &ObjectKey,
+        tier: Option<AccessTier>,
+    ) -> StorageResult<()> {
+        let s = &self.shared;
+        let to_name = s.cfg.blob_name(to.as_str());
+        let started = s
+            .clients
+            .call(&s.ctx("copy", Some(to.as_str())), |h| {
+                let to_name = to_name.clone();
+                let source = source(&h);
+                async move {
+                    let options = BlobClientStartCopyFromUrlOptions {
+                        tier: tier.map(AccessTier::to_sdk),
+                        ..Default::default()
+                    };
+                    h.blob(&to_name)
+                        .start_copy_from_url(source, Some(options))
+                        .await
+                }
+            })
+            .await?;
+        match started.copy_status().ok().flatten() {
+            Some(CopyStatus::Success) | None => Ok(()),
+            Some(CopyStatus::Pending) => {
+                self.wait_for_copy(to, started.copy_id().ok().flatten())
+                    .await
+            }
+            Some(status) => Err(StorageError::new(
+                StorageErrorKind::Unavailable,
+                format!(
+                    "{}: copy to {:?} ended as {status:?}",
+                    s.describe,
+                    to.as_str()
+                ),
+            )),
+        }
+    }
+
+    /// The URL of blob `name` in `container` of this provider's account.
+    fn blob_url_in(&self, container: &str, name: &str) -> StorageResult<url::Url> {
+        let s = &self.shared;
+        let account = s.cfg.account.as_deref().unwrap_or_default();
+        let mut url = s.cfg.service_url(account)?;
+        url.set_query(None);
+        url.path_segments_mut()
+            .map_err(|_| {
+                StorageError::new(
+                    StorageErrorKind::Config,
+                    format!("{}: the endpoint cannot take a blob path", s.describe),
+                )
+            })?
+            .pop_if_empty()
+            .push(container)
+            .extend(name.split('/'));
+        Ok(url)
     }
 
     /// Waits until a Copy Blob that the service accepted as `pending` leaves that state.
@@ -196,6 +265,20 @@ impl AzureProvider {
                 ));
             }
         }
+    }
+}
+
+/// The identity two providers must share to copy between their containers: the same blob
+/// service URL and account. Only a Shared Key lets the destination's own signature authorize a
+/// source blob (in the same account); a SAS is scoped to its container (the source would need its
+/// own SAS in the URL), and refreshable Crunchy Bridge tokens to their one container.
+fn copy_identity(cfg: &AzureConfig) -> Option<String> {
+    match &cfg.auth {
+        AzureAuth::Static(AzureCredentials::SharedKey { account, .. }) => {
+            let url = cfg.service_url(account).ok()?;
+            Some(format!("{}|{account}", url.as_str().trim_end_matches('/')))
+        }
+        _ => None,
     }
 }
 
@@ -494,41 +577,65 @@ impl StorageProvider for AzureProvider {
         // A clean NotFound for a missing source, before a copy is started.
         self.head(from).await?;
         let from_name = s.cfg.blob_name(from.as_str());
-        let to_name = s.cfg.blob_name(to.as_str());
-        let tier = s.cfg.access_tier;
         // Copy Blob: the source URL carries the SAS when there is one; with a Shared Key the
         // destination request's signature authorizes a source in the same account.
-        let started = s
-            .clients
-            .call(&s.ctx("copy", Some(to.as_str())), |h| {
-                let source = h.blob(&from_name).url().to_string();
-                let to_name = to_name.clone();
-                async move {
-                    let options = BlobClientStartCopyFromUrlOptions {
-                        tier: tier.map(crate::config::AccessTier::to_sdk),
-                        ..Default::default()
-                    };
-                    h.blob(&to_name)
-                        .start_copy_from_url(source, Some(options))
-                        .await
-                }
-            })
-            .await?;
-        match started.copy_status().ok().flatten() {
-            Some(CopyStatus::Success) | None => Ok(()),
-            Some(CopyStatus::Pending) => {
-                self.wait_for_copy(to, started.copy_id().ok().flatten())
-                    .await
-            }
-            Some(status) => Err(StorageError::new(
-                StorageErrorKind::Unavailable,
+        let source = move |h: &Handle| h.blob(&from_name).url().to_string();
+        self.copy_blob(&source, to, s.cfg.access_tier).await
+    }
+
+    fn copy_source(&self) -> Option<CopySource> {
+        let s = &self.shared;
+        Some(CopySource {
+            service: "azure",
+            account: s.copy_identity.clone()?,
+            bucket: s.cfg.container.clone(),
+            prefix: if s.cfg.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", s.cfg.prefix)
+            },
+        })
+    }
+
+    fn can_copy_from(&self, source: &CopySource) -> bool {
+        source.service == "azure"
+            && self
+                .shared
+                .copy_identity
+                .as_ref()
+                .is_some_and(|me| *me == source.account)
+    }
+
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        key: &ObjectKey,
+        size: u64,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let s = &self.shared;
+        if !self.can_copy_from(source) {
+            return Err(StorageError::new(
+                StorageErrorKind::Unsupported,
                 format!(
-                    "{}: copy to {:?} ended as {status:?}",
-                    s.describe,
-                    to.as_str()
+                    "{}: cannot copy server-side from container {:?}: it is in another account or \
+                     reached through another endpoint, or the credentials are not a Shared Key",
+                    s.describe, source.bucket
                 ),
-            )),
+            ));
         }
+        let _ = size; // Copy Blob copies any size in one call.
+        let from = self.blob_url_in(
+            &source.bucket,
+            &format!("{}{}", source.prefix, key.as_str()),
+        )?;
+        // The destination's access tier applies to the copy, as to a put.
+        let tier = upload::access_tier(s, options)?;
+        let from = from.to_string();
+        self.copy_blob(&move |_: &Handle| from.clone(), key, tier)
+            .await?;
+        // What the service holds now, so the caller compares a real size with the source's.
+        self.head(key).await
     }
 
     async fn check(&self, mode: CheckMode) -> StorageResult<()> {

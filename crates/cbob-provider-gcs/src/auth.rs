@@ -34,15 +34,17 @@ fn http_client(cfg: &GcsConfig) -> StorageResult<reqwest_middleware::ClientWithM
 }
 
 /// Builds the client. With a credentials file this fetches the first access token, so a key
-/// that the token service refuses fails here, before any work starts.
-pub(crate) async fn client(cfg: &GcsConfig) -> StorageResult<Client> {
+/// that the token service refuses fails here, before any work starts. Also returns who the
+/// client acts as (`anonymous`, or a fingerprint of the service account's e-mail or of the file),
+/// for server-side copies between buckets.
+pub(crate) async fn client(cfg: &GcsConfig) -> StorageResult<(Client, String)> {
     let config = ClientConfig {
         storage_endpoint: cfg.endpoint.clone(),
         http: Some(http_client(cfg)?),
         ..ClientConfig::default()
     };
     match &cfg.auth {
-        GcsAuth::Anonymous => Ok(Client::new(config.anonymous())),
+        GcsAuth::Anonymous => Ok((Client::new(config.anonymous()), "anonymous".to_string())),
         GcsAuth::CredentialsFile { path, setting } => {
             let describe = cfg.describe();
             let bad = |why: String| {
@@ -89,6 +91,11 @@ pub(crate) async fn client(cfg: &GcsConfig) -> StorageResult<Client> {
                     }
                 }
             }
+            let who = match json.get("client_email").and_then(|v| v.as_str()) {
+                Some(email) => format!("account:{email}"),
+                None => format!("file:{}", path.display()),
+            };
+            let identity = cbob_core::replicate::identity_fingerprint(&who);
             let credentials = CredentialsFile::new_from_str(&text)
                 .await
                 .map_err(|e| bad(format!("cannot be parsed ({e})")))?;
@@ -105,7 +112,7 @@ pub(crate) async fn client(cfg: &GcsConfig) -> StorageResult<Client> {
                 };
                 auth_failure(e).into_error(&ctx)
             })?;
-            Ok(Client::new(config))
+            Ok((Client::new(config), identity))
         }
     }
 }

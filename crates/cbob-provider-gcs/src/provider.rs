@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use cbob_core::storage::{
-    Body, ByteStream, Capabilities, CheckMode, KeyPrefix, ObjectKey, ObjectMeta, PutOptions,
-    StorageError, StorageErrorKind, StorageProvider, StorageResult, collect_stream,
+    Body, ByteStream, Capabilities, CheckMode, CopySource, KeyPrefix, ObjectKey, ObjectMeta,
+    PutOptions, StorageError, StorageErrorKind, StorageProvider, StorageResult, collect_stream,
 };
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use gcloud_storage::client::Client;
@@ -30,6 +30,9 @@ pub(crate) struct Shared {
     pub client: Client,
     pub describe: String,
     credentials_setting: String,
+    /// The endpoint and who the client acts as: two providers that share it can rewrite objects
+    /// from one bucket into the other.
+    copy_identity: String,
 }
 
 impl Shared {
@@ -107,12 +110,57 @@ impl std::fmt::Debug for GcsProvider {
 }
 
 impl GcsProvider {
+    /// objects.rewrite of `from` (a full object name in `source_bucket`) to `to` in this bucket,
+    /// with `class`. It works for any size and across buckets and storage classes; large objects
+    /// take several calls, each continuing with the token of the last. Returns the new object's
+    /// metadata when the service sends it.
+    async fn rewrite(
+        &self,
+        source_bucket: &str,
+        from: String,
+        to: &ObjectKey,
+        class: Option<String>,
+    ) -> StorageResult<Option<Object>> {
+        let s = &self.shared;
+        let mut request = RewriteObjectRequest {
+            source_bucket: source_bucket.to_string(),
+            source_object: from.clone(),
+            destination_bucket: s.cfg.bucket.clone(),
+            destination_object: s.cfg.full_key(to.as_str()),
+            destination_metadata: class.map(|c| Object {
+                storage_class: Some(c),
+                ..Object::default()
+            }),
+            ..RewriteObjectRequest::default()
+        };
+        loop {
+            let out = s
+                .client
+                .rewrite_object(&request)
+                .await
+                .map_err(|e| self.err(e, NotFoundMeans::Object, "copy", &from))?;
+            if out.done {
+                return Ok(out.resource);
+            }
+            request.rewrite_token = Some(out.rewrite_token.filter(|t| !t.is_empty()).ok_or_else(|| {
+                StorageError::new(
+                    StorageErrorKind::Other,
+                    format!(
+                        "{}: copy {from:?}: the service neither finished nor gave a token to continue",
+                        s.describe,
+                    ),
+                )
+            })?);
+        }
+    }
+
     /// Builds the provider. With a credentials file this fetches the first access token (so a
     /// refused key fails here); otherwise no request is sent. Use [`StorageProvider::check`] to
     /// probe the bucket.
     pub async fn new(cfg: GcsConfig) -> StorageResult<Self> {
         cfg.validate()?;
-        let client = crate::auth::client(&cfg).await?;
+        let (client, who) = crate::auth::client(&cfg).await?;
+        let copy_identity = format!("{}|{who}", cfg.endpoint.trim_end_matches('/'));
         let describe = cfg.describe();
         let credentials_setting = match &cfg.auth {
             GcsAuth::Anonymous => "CBOB_DEST_GCS_CREDENTIALS (not set)".to_string(),
@@ -126,6 +174,7 @@ impl GcsProvider {
                 client,
                 describe,
                 credentials_setting,
+                copy_identity,
             }),
         })
     }
@@ -356,38 +405,60 @@ impl StorageProvider for GcsProvider {
 
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> StorageResult<()> {
         let s = &self.shared;
-        // objects.rewrite works for any size and across storage classes; large objects take
-        // several calls, each continuing with the token of the last.
-        let mut request = RewriteObjectRequest {
-            source_bucket: s.cfg.bucket.clone(),
-            source_object: s.cfg.full_key(from.as_str()),
-            destination_bucket: s.cfg.bucket.clone(),
-            destination_object: s.cfg.full_key(to.as_str()),
-            destination_metadata: s.cfg.storage_class.as_ref().map(|c| Object {
-                storage_class: Some(c.clone()),
-                ..Object::default()
-            }),
-            ..RewriteObjectRequest::default()
-        };
-        loop {
-            let out = s
-                .client
-                .rewrite_object(&request)
-                .await
-                .map_err(|e| self.err(e, NotFoundMeans::Object, "copy", from.as_str()))?;
-            if out.done {
-                return Ok(());
-            }
-            request.rewrite_token = Some(out.rewrite_token.filter(|t| !t.is_empty()).ok_or_else(|| {
-                StorageError::new(
-                    StorageErrorKind::Other,
-                    format!(
-                        "{}: copy {:?}: the service neither finished nor gave a token to continue",
-                        s.describe,
-                        from.as_str()
-                    ),
-                )
-            })?);
+        self.rewrite(
+            &s.cfg.bucket,
+            s.cfg.full_key(from.as_str()),
+            to,
+            s.cfg.storage_class.clone(),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    fn copy_source(&self) -> Option<CopySource> {
+        let s = &self.shared;
+        Some(CopySource {
+            service: "gcs",
+            account: s.copy_identity.clone(),
+            bucket: s.cfg.bucket.clone(),
+            prefix: if s.cfg.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", s.cfg.prefix)
+            },
+        })
+    }
+
+    fn can_copy_from(&self, source: &CopySource) -> bool {
+        source.service == "gcs" && source.account == self.shared.copy_identity
+    }
+
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        key: &ObjectKey,
+        size: u64,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let s = &self.shared;
+        if !self.can_copy_from(source) {
+            return Err(StorageError::new(
+                StorageErrorKind::Unsupported,
+                format!(
+                    "{}: cannot copy server-side from bucket {:?}: it is reached through another \
+                     endpoint or with other credentials",
+                    s.describe, source.bucket
+                ),
+            ));
+        }
+        let _ = size; // rewrite takes as many calls as the service needs, whatever the size
+        // The destination's own storage class applies to the copy, as to a put.
+        let class = s.storage_class(options)?;
+        let from = format!("{}{}", source.prefix, key.as_str());
+        match self.rewrite(&source.bucket, from, key, class).await? {
+            Some(object) => Ok(Shared::meta(key.clone(), &object)),
+            // No resource in the last answer: ask what the service holds now.
+            None => self.head(key).await,
         }
     }
 

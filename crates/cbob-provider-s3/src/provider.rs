@@ -9,14 +9,15 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use cbob_core::storage::{
-    Body, ByteStream, Capabilities, CheckMode, KeyPrefix, ObjectHashes, ObjectKey, ObjectMeta,
-    PutOptions, StorageError, StorageErrorKind, StorageProvider, StorageResult, collect_stream,
+    Body, ByteStream, Capabilities, CheckMode, CopySource, KeyPrefix, ObjectHashes, ObjectKey,
+    ObjectMeta, PutOptions, StorageError, StorageErrorKind, StorageProvider, StorageResult,
+    collect_stream,
 };
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::client::Clients;
-use crate::config::{MAX_OBJECT_SIZE, MAX_PARTS, S3Config, Sse};
+use crate::config::{MAX_OBJECT_SIZE, MAX_PARTS, S3Auth, S3Config, Sse};
 use crate::errors::Ctx;
 use crate::upload::{self, AbortGuard, write_options};
 
@@ -25,6 +26,9 @@ pub(crate) struct Shared {
     pub cfg: S3Config,
     pub clients: Clients,
     pub describe: String,
+    /// Who this provider talks to as whom (endpoint and a fingerprint of the access key id), for
+    /// server-side copies between buckets; `None` when the identity is not known up front.
+    copy_identity: Option<String>,
 }
 
 impl Shared {
@@ -123,11 +127,13 @@ impl S3Provider {
         cfg.validate()?;
         let clients = Clients::new(&cfg).await?;
         let describe = cfg.describe();
+        let copy_identity = copy_identity(&cfg);
         Ok(Self {
             shared: Arc::new(Shared {
                 cfg,
                 clients,
                 describe,
+                copy_identity,
             }),
         })
     }
@@ -143,11 +149,44 @@ impl S3Provider {
         Ok(self.shared.clients.get().await?.client)
     }
 
-    async fn copy_multipart(&self, from: &str, to: &str, size: u64) -> StorageResult<()> {
+    /// CopyObject of `source` (an `x-amz-copy-source` value: this bucket or another one the same
+    /// credentials read) to `to`, with this provider's encryption and `class`.
+    async fn copy_single(
+        &self,
+        source: &str,
+        to: &str,
+        class: Option<&String>,
+    ) -> StorageResult<()> {
+        let s = &self.shared;
+        let to_full = s.cfg.full_key(to);
+        s.clients
+            .call(&s.ctx("copy", Some(to)), |c| {
+                write_options!(
+                    c.copy_object()
+                        .bucket(&s.cfg.bucket)
+                        .key(&to_full)
+                        .copy_source(source),
+                    s,
+                    class
+                )
+                .send()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// UploadPartCopy of `source` (as for [`Self::copy_single`]) in parts, for objects above the
+    /// CopyObject limit.
+    async fn copy_multipart(
+        &self,
+        source: &str,
+        to: &str,
+        size: u64,
+        class: Option<&String>,
+    ) -> StorageResult<()> {
         let s = &self.shared;
         let ctx = s.ctx("copy", Some(to));
         let to_full = s.cfg.full_key(to);
-        let source = copy_source(&s.cfg.bucket, &s.cfg.full_key(from));
         let created = s
             .clients
             .call(&ctx, |c| {
@@ -156,7 +195,7 @@ impl S3Provider {
                         .bucket(&s.cfg.bucket)
                         .key(&to_full),
                     s,
-                    s.cfg.storage_class.as_ref()
+                    class
                 )
                 .send()
             })
@@ -181,7 +220,7 @@ impl S3Provider {
                             .key(&to_full)
                             .upload_id(&upload_id)
                             .part_number(number)
-                            .copy_source(&source)
+                            .copy_source(source)
                             .copy_source_range(format!("bytes={start}-{end}"))
                             .send()
                     })
@@ -230,6 +269,20 @@ impl S3Provider {
 
 fn copy_source(bucket: &str, full_key: &str) -> String {
     utf8_percent_encode(&format!("{bucket}/{full_key}"), COPY_SOURCE).to_string()
+}
+
+/// The identity two providers must share to copy between their buckets: the same endpoint and
+/// the same access key id (fingerprinted: a `CopySource` carries no credential). The default
+/// chain resolves the same way for every provider of a process. Refreshable credentials (Crunchy
+/// Bridge tokens) are scoped to one bucket and have no identity to compare.
+fn copy_identity(cfg: &S3Config) -> Option<String> {
+    let who = match &cfg.auth {
+        S3Auth::Static(c) => cbob_core::replicate::identity_fingerprint(c.access_key.expose()),
+        S3Auth::DefaultChain => "default-chain".to_string(),
+        S3Auth::Refreshable(_) => return None,
+    };
+    let endpoint = cfg.endpoint.as_deref().unwrap_or("aws");
+    Some(format!("{endpoint}|{who}"))
 }
 
 /// Listing state between pages.
@@ -484,25 +537,69 @@ impl StorageProvider for S3Provider {
         // The size decides between CopyObject (up to 5 GiB) and UploadPartCopy; the head also
         // gives a clean NotFound for a missing source.
         let size = self.head(from).await?.size;
-        if size > s.cfg.copy_multipart_threshold {
-            return self.copy_multipart(from.as_str(), to.as_str(), size).await;
-        }
         let source = copy_source(&s.cfg.bucket, &s.cfg.full_key(from.as_str()));
-        let to_full = s.cfg.full_key(to.as_str());
-        s.clients
-            .call(&s.ctx("copy", Some(to.as_str())), |c| {
-                write_options!(
-                    c.copy_object()
-                        .bucket(&s.cfg.bucket)
-                        .key(&to_full)
-                        .copy_source(&source),
-                    s,
-                    s.cfg.storage_class.as_ref()
-                )
-                .send()
-            })
-            .await?;
-        Ok(())
+        let class = s.cfg.storage_class.as_ref();
+        if size > s.cfg.copy_multipart_threshold {
+            return self.copy_multipart(&source, to.as_str(), size, class).await;
+        }
+        self.copy_single(&source, to.as_str(), class).await
+    }
+
+    fn copy_source(&self) -> Option<CopySource> {
+        let s = &self.shared;
+        Some(CopySource {
+            service: "s3",
+            account: s.copy_identity.clone()?,
+            bucket: s.cfg.bucket.clone(),
+            prefix: if s.cfg.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", s.cfg.prefix)
+            },
+        })
+    }
+
+    fn can_copy_from(&self, source: &CopySource) -> bool {
+        source.service == "s3"
+            && self
+                .shared
+                .copy_identity
+                .as_ref()
+                .is_some_and(|me| *me == source.account)
+    }
+
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        key: &ObjectKey,
+        size: u64,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let s = &self.shared;
+        if !self.can_copy_from(source) {
+            return Err(StorageError::new(
+                StorageErrorKind::Unsupported,
+                format!(
+                    "{}: cannot copy server-side from {} bucket {:?}: it is reached through \
+                     another endpoint or with other credentials",
+                    s.describe, source.service, source.bucket
+                ),
+            ));
+        }
+        let from = copy_source(
+            &source.bucket,
+            &format!("{}{}", source.prefix, key.as_str()),
+        );
+        // The destination's own storage class and encryption apply to the copy, as to a put.
+        let class = upload::storage_class(s, options);
+        if size > s.cfg.copy_multipart_threshold {
+            self.copy_multipart(&from, key.as_str(), size, class)
+                .await?;
+        } else {
+            self.copy_single(&from, key.as_str(), class).await?;
+        }
+        // What the store holds now, so the caller compares a real size with the source's.
+        self.head(key).await
     }
 
     async fn check(&self, mode: CheckMode) -> StorageResult<()> {

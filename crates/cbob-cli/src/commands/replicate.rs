@@ -2,25 +2,31 @@
 //! the sync engine (same ordering and verification), and report on the replicas.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use cbob_core::audit::AuditLog;
 use cbob_core::config::Config;
 use cbob_core::lock::{LockError, RunLock};
-use cbob_core::replicate::{self, ReplicaConfig, ReplicateRequest, ReplicationConfig, TEMPLATE};
+use cbob_core::metrics;
+use cbob_core::notify::{self, Event, Notifiers};
+use cbob_core::replicate::{
+    self, ReplicaConfig, ReplicaResult, ReplicateRequest, ReplicationConfig, TEMPLATE,
+};
 use cbob_core::state::{StateDb, now};
 use cbob_core::storage::{CheckMode, DynProvider, ProviderRegistry};
-use cbob_core::sync::discover_stanzas;
+use cbob_core::sync::{SyncObserver, discover_stanzas};
 
 use crate::cli::GlobalArgs;
 use crate::commands::print_out;
 use crate::context;
 use crate::exit_code::{CliError, ExitCode};
-use crate::progress::Progress;
 use crate::providers;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -202,17 +208,18 @@ async fn sync(
 ) -> Result<ExitCode, CliError> {
     let registry = Arc::new(providers::registry());
     let primary = primary(config, repl, &registry).await?;
+    let primary_description = primary.describe();
     let replicas: Vec<ReplicaConfig> = selected(repl, names)?.into_iter().cloned().collect();
     let _lock = if config.no_lock || config.dry_run {
         None
     } else {
         Some(
-            RunLock::acquire(&config.base_path, "replicate", &primary.describe()).map_err(|e| {
-                match e {
+            RunLock::acquire(&config.base_path, "replicate", &primary_description).map_err(
+                |e| match e {
                     LockError::Held { .. } => CliError::new(ExitCode::Locked, e.to_string()),
                     LockError::Io { .. } => CliError::new(ExitCode::Permission, e.to_string()),
-                }
-            })?,
+                },
+            )?,
         )
     };
     let state = if config.dry_run {
@@ -224,14 +231,40 @@ async fn sync(
         Some(s) => s
             .lock()
             .expect("state")
-            .start_run("replicate", Some(&primary.describe()))
+            .start_run("replicate", Some(&primary_description))
             .ok(),
         None => None,
     };
-    let progress = Progress::start(
+    // Notifications (docs/notifications.md): never for a dry run.
+    let mut notifiers = if config.dry_run {
+        Notifiers::default()
+    } else {
+        Notifiers::from_config(config)
+    };
+    // The replication file's credentials are not configuration keys: scrub them too.
+    for store in repl
+        .primary
+        .iter()
+        .chain(repl.replicas.iter().map(|r| &r.store))
+    {
+        for secret in [&store.access_key, &store.secret_key, &store.sas_token]
+            .into_iter()
+            .flatten()
+        {
+            if !secret.is_empty() {
+                notifiers.add_secret(secret.expose());
+            }
+        }
+    }
+    notifiers
+        .send(&Event::started("replicate", &primary_description))
+        .await;
+    let progress = ReplicaProgress::start(
         global.quiet || format == OutputFormat::Json,
         Duration::from_secs(10),
     );
+    tracing::info!(primary = %primary_description, replicas = replicas.len(), dry_run = config.dry_run, "replication started");
+    let started = Instant::now();
     let results = replicate::replicate(
         ReplicateRequest {
             primary: primary.clone(),
@@ -246,6 +279,7 @@ async fn sync(
         progress.clone(),
     )
     .await;
+    let elapsed = started.elapsed();
     progress.finish();
     let ok = results.iter().all(|r| r.ok());
     let (files, bytes) = results.iter().fold((0, 0), |(f, b), r| {
@@ -259,10 +293,13 @@ async fn sync(
         } else {
             cbob_core::state::Outcome::Failed
         };
-        let _ = state
+        if let Err(e) = state
             .lock()
             .expect("state")
-            .finish_run(id, outcome, files, bytes, failed);
+            .finish_run(id, outcome, files, bytes, failed)
+        {
+            tracing::error!(error = %e, "could not record the run");
+        }
     }
     if !config.dry_run {
         AuditLog::in_base(&config.base_path).record(
@@ -270,86 +307,38 @@ async fn sync(
             "run",
             json!({
                 "result": if ok { "success" } else { "failed" },
-                "primary": primary.describe(),
+                "primary": primary_description,
                 "replicas": results.iter().map(|r| json!({"name": r.name, "ok": r.ok()})).collect::<Vec<_>>(),
                 "files": files,
                 "bytes": bytes,
+                "duration_seconds": elapsed.as_secs_f64(),
             }),
         );
+        // Tell people, then refresh the Prometheus textfile; neither can change the run's
+        // result or exit code (docs/notifications.md, docs/metrics.md).
+        if ok || repl.settings.alert_on_failure {
+            notifiers
+                .send(&notify::replicate_finished(
+                    &results,
+                    ok,
+                    &primary_description,
+                    elapsed,
+                ))
+                .await;
+        } else {
+            tracing::info!(
+                "settings.alert_on_failure is false: no notification of this failed replication"
+            );
+        }
+        if let Err(e) = metrics::write_textfile(&config.base_path) {
+            tracing::warn!(error = %e, "metrics textfile not written");
+        }
     }
     let out = match format {
         OutputFormat::Json => {
-            let doc = json!({
-                "ok": ok,
-                "dry_run": config.dry_run,
-                "primary": primary.describe(),
-                "copied_files": files,
-                "copied_bytes": bytes,
-                "replicas": results.iter().map(|r| {
-                    let (f, b) = r.copied();
-                    json!({
-                        "name": r.name,
-                        "destination": r.destination,
-                        "ok": r.ok(),
-                        "errors": r.errors(),
-                        "stanzas": r.stanzas.iter().map(|s| s.stanza.clone()).collect::<Vec<_>>(),
-                        "planned_files": r.stanzas.iter().map(|s| s.planned_files).sum::<u64>(),
-                        "copied_files": f,
-                        "copied_bytes": b,
-                        "duration_seconds": r.duration.as_secs_f64(),
-                        "comparison": r.comparison,
-                    })
-                }).collect::<Vec<_>>(),
-            });
-            format!("{}\n", serde_json::to_string_pretty(&doc).expect("json"))
+            render_json(&results, ok, config.dry_run, &primary_description, elapsed)
         }
-        OutputFormat::Text => {
-            let mut out = String::new();
-            for r in &results {
-                let (f, b) = r.copied();
-                if r.ok() {
-                    out.push_str(&format!(
-                        "✓ {} ({}): {} stanzas, {} files ({} bytes) copied{} ({:.1}s)\n",
-                        r.name,
-                        r.destination,
-                        r.stanzas.len(),
-                        f,
-                        b,
-                        if config.dry_run {
-                            format!(
-                                ", dry run: would copy {} files",
-                                r.stanzas.iter().map(|s| s.planned_files).sum::<u64>()
-                            )
-                        } else {
-                            String::new()
-                        },
-                        r.duration.as_secs_f64()
-                    ));
-                } else {
-                    out.push_str(&format!("✗ {} ({}): FAILED\n", r.name, r.destination));
-                    for e in r.errors() {
-                        out.push_str(&format!("    {e}\n"));
-                    }
-                }
-            }
-            let failed: Vec<&str> = results
-                .iter()
-                .filter(|r| !r.ok())
-                .map(|r| r.name.as_str())
-                .collect();
-            out.push_str(&format!(
-                "replicate: {} of {} replicas ok from {}{}\n",
-                results.len() - failed.len(),
-                results.len(),
-                primary.describe(),
-                if failed.is_empty() {
-                    String::new()
-                } else {
-                    format!("; FAILED: {}", failed.join(", "))
-                }
-            ));
-            out
-        }
+        OutputFormat::Text => render_text(&results, config.dry_run, &primary_description, elapsed),
     };
     print_out(&out)?;
     Ok(if ok {
@@ -359,6 +348,310 @@ async fn sync(
     })
 }
 
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// How the objects got there: `server-side`, `streamed`, or both with the service's refusal.
+fn copy_mode(r: &ReplicaResult) -> &'static str {
+    match (r.server_side, r.copies.streamed) {
+        (false, _) => "streamed",
+        (true, 0) => "server-side",
+        (true, _) if r.copies.server_side == 0 => "streamed (server-side copy refused)",
+        (true, _) => "server-side, partly streamed (refused)",
+    }
+}
+
+/// The per-replica summary for people; the last line names every failed replica.
+fn render_text(
+    results: &[ReplicaResult],
+    dry_run: bool,
+    primary: &str,
+    elapsed: Duration,
+) -> String {
+    let mut out = String::new();
+    for r in results {
+        let (f, b) = r.copied();
+        let (uf, _) = r.unchanged();
+        if !r.ok() {
+            out.push_str(&format!("✗ {} ({}): FAILED\n", r.name, r.destination));
+            for e in r.errors() {
+                out.push_str(&format!("    {e}\n"));
+            }
+            continue;
+        }
+        if dry_run {
+            let (pf, pb) = r.planned();
+            out.push_str(&format!(
+                "✓ {} ({}): dry run: would copy {pf} files ({}), {uf} unchanged, {} stanzas\n",
+                r.name,
+                r.destination,
+                human_bytes(pb),
+                r.stanzas.len()
+            ));
+            continue;
+        }
+        let behind = match r.objects_behind() {
+            Some(n) => format!(", verified: {n} behind the primary"),
+            None => String::new(),
+        };
+        out.push_str(&format!(
+            "✓ {} ({}): {} stanzas, {f} files ({}) copied ({}), {uf} unchanged{behind} ({:.1}s)\n",
+            r.name,
+            r.destination,
+            r.stanzas.len(),
+            human_bytes(b),
+            copy_mode(r),
+            r.duration.as_secs_f64()
+        ));
+        if let Some(why) = &r.copies.refusal {
+            out.push_str(&format!("    server-side copy refused: {why}\n"));
+        }
+        for s in &r.stanzas {
+            for w in &s.warnings {
+                out.push_str(&format!("    warning: stanza {}: {w}\n", s.stanza));
+            }
+        }
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.ok())
+        .map(|r| r.name.as_str())
+        .collect();
+    let (files, bytes) = results.iter().fold((0, 0), |(f, b), r| {
+        let (rf, rb) = r.copied();
+        (f + rf, b + rb)
+    });
+    out.push_str(&format!(
+        "{}: {} of {} replicas ok from {primary}, {files} files ({}) copied in {:.1}s{}\n",
+        if dry_run { "plan" } else { "replicate" },
+        results.len() - failed.len(),
+        results.len(),
+        human_bytes(bytes),
+        elapsed.as_secs_f64(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!("; FAILED: {}", failed.join(", "))
+        }
+    ));
+    out
+}
+
+/// The stable JSON summary (docs/replicate.md).
+fn render_json(
+    results: &[ReplicaResult],
+    ok: bool,
+    dry_run: bool,
+    primary: &str,
+    elapsed: Duration,
+) -> String {
+    let (files, bytes) = results.iter().fold((0, 0), |(f, b), r| {
+        let (rf, rb) = r.copied();
+        (f + rf, b + rb)
+    });
+    let doc = json!({
+        "ok": ok,
+        "dry_run": dry_run,
+        "primary": primary,
+        "duration_seconds": elapsed.as_secs_f64(),
+        "copied_files": files,
+        "copied_bytes": bytes,
+        "failed": results.iter().filter(|r| !r.ok()).map(|r| r.name.clone()).collect::<Vec<_>>(),
+        "replicas": results.iter().map(|r| {
+            let (f, b) = r.copied();
+            let (uf, ub) = r.unchanged();
+            let (pf, pb) = r.planned();
+            json!({
+                "name": r.name,
+                "destination": r.destination,
+                "ok": r.ok(),
+                "errors": r.errors(),
+                "stanzas": r.stanzas.iter().map(|s| s.stanza.clone()).collect::<Vec<_>>(),
+                "planned_files": pf,
+                "planned_bytes": pb,
+                "copied_files": f,
+                "copied_bytes": b,
+                "unchanged_files": uf,
+                "unchanged_bytes": ub,
+                "server_side": r.server_side,
+                "server_side_copies": r.copies.server_side,
+                "streamed_after_refusal": r.copies.streamed,
+                "copy_refusal": r.copies.refusal,
+                "objects_behind": r.objects_behind(),
+                "duration_seconds": r.duration.as_secs_f64(),
+                "comparison": r.comparison,
+            })
+        }).collect::<Vec<_>>(),
+    });
+    format!("{}\n", serde_json::to_string_pretty(&doc).expect("json"))
+}
+
+/// One replica's counters (and bar, on a terminal).
+#[derive(Default)]
+struct ReplicaCounters {
+    planned_files: AtomicU64,
+    planned_bytes: AtomicU64,
+    files: AtomicU64,
+    bytes: AtomicU64,
+    bar: Option<ProgressBar>,
+}
+
+/// Progress of a replication, per replica: a bar each on a terminal, log lines every interval
+/// otherwise (cron, systemd, CI), nothing when quiet or printing JSON.
+struct ReplicaProgress {
+    multi: Option<MultiProgress>,
+    quiet: bool,
+    started: Instant,
+    replicas: Mutex<BTreeMap<String, Arc<ReplicaCounters>>>,
+    ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ReplicaProgress {
+    fn start(quiet: bool, interval: Duration) -> Arc<Self> {
+        let multi = (!quiet && std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let this = Arc::new(Self {
+            multi,
+            quiet,
+            started: Instant::now(),
+            replicas: Mutex::new(BTreeMap::new()),
+            ticker: Mutex::new(None),
+        });
+        if !quiet && this.multi.is_none() {
+            let me = Arc::downgrade(&this);
+            let ticker = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(me) = me.upgrade() else { break };
+                    me.log_lines();
+                }
+            });
+            *this.ticker.lock().expect("ticker") = Some(ticker);
+        }
+        this
+    }
+
+    /// The counters of the replica a job name (`replica/stanza`) belongs to.
+    fn counters(&self, job: &str) -> Arc<ReplicaCounters> {
+        let replica = job.split_once('/').map_or(job, |(r, _)| r);
+        let mut map = self.replicas.lock().expect("progress");
+        map.entry(replica.to_string())
+            .or_insert_with(|| {
+                let bar = self.multi.as_ref().map(|m| {
+                    let bar = m.add(ProgressBar::new(0));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{spinner} {prefix:<16} [{elapsed_precise}] {bar:25} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+                        )
+                        .expect("valid template"),
+                    );
+                    bar.set_prefix(replica.to_string());
+                    bar.enable_steady_tick(Duration::from_millis(200));
+                    bar
+                });
+                Arc::new(ReplicaCounters {
+                    bar,
+                    ..ReplicaCounters::default()
+                })
+            })
+            .clone()
+    }
+
+    fn log_lines(&self) {
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        for (name, c) in self.replicas.lock().expect("progress").iter() {
+            let bytes = c.bytes.load(Ordering::Relaxed);
+            tracing::info!(
+                replica = %name,
+                files = c.files.load(Ordering::Relaxed),
+                planned_files = c.planned_files.load(Ordering::Relaxed),
+                bytes,
+                planned_bytes = c.planned_bytes.load(Ordering::Relaxed),
+                bytes_per_sec = (bytes as f64 / secs) as u64,
+                "replication progress"
+            );
+        }
+    }
+
+    fn finish(&self) {
+        for c in self.replicas.lock().expect("progress").values() {
+            if let Some(bar) = &c.bar {
+                bar.finish_and_clear();
+            }
+        }
+        if let Some(t) = self.ticker.lock().expect("ticker").take() {
+            t.abort();
+        }
+    }
+}
+
+impl SyncObserver for ReplicaProgress {
+    fn planned(&self, stanza: &str, files: u64, bytes: u64) {
+        if self.quiet {
+            return;
+        }
+        let c = self.counters(stanza);
+        c.planned_files.fetch_add(files, Ordering::Relaxed);
+        let total = c.planned_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        match &c.bar {
+            Some(bar) => {
+                bar.set_length(total);
+                bar.set_message(format!("{stanza}: {files} files to copy"));
+            }
+            None => tracing::info!(job = stanza, files, bytes, "planned"),
+        }
+    }
+
+    fn bytes(&self, stanza: &str, n: u64) {
+        if self.quiet {
+            return;
+        }
+        let c = self.counters(stanza);
+        c.bytes.fetch_add(n, Ordering::Relaxed);
+        if let Some(bar) = &c.bar {
+            bar.inc(n);
+        }
+    }
+
+    fn file_done(&self, stanza: &str, _key: &str, _bytes: u64) {
+        if self.quiet {
+            return;
+        }
+        let c = self.counters(stanza);
+        let done = c.files.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(bar) = &c.bar {
+            let planned = c.planned_files.load(Ordering::Relaxed);
+            bar.set_message(format!("{done}/{planned} files"));
+        }
+    }
+
+    fn phase(&self, stanza: &str, phase: &str) {
+        tracing::debug!(job = stanza, phase, "phase");
+    }
+
+    fn warning(&self, stanza: &str, message: &str) {
+        let bar = self.counters(stanza).bar.clone();
+        match bar {
+            Some(bar) => bar.suspend(|| tracing::warn!(job = stanza, "{message}")),
+            None => tracing::warn!(job = stanza, "{message}"),
+        }
+    }
+}
+
 async fn status(
     config: &Config,
     repl: &ReplicationConfig,
@@ -366,7 +659,8 @@ async fn status(
     with_compare: bool,
     format: OutputFormat,
 ) -> Result<ExitCode, CliError> {
-    let recorded = open_state(config)?
+    let db = open_state(config)?;
+    let recorded = db
         .replica_statuses()
         .map_err(|e| CliError::failure(e.to_string()))?;
     let registry = providers::registry();
@@ -392,8 +686,16 @@ async fn status(
                     .map_err(|e| e.to_string())
             };
             behind = Some(match cmp.await {
-                Ok(c) => json!({"objects_behind": c.behind(), "primary_objects": c.primary_objects,
-                                "replica_objects": c.replica_objects, "replica_bytes": c.replica_bytes}),
+                Ok(c) => {
+                    // The lag just measured is the freshest there is: metrics show it too.
+                    if !config.dry_run
+                        && let Err(e) = db.record_replica_lag(&r.name, c.behind())
+                    {
+                        tracing::warn!(replica = %r.name, error = %e, "could not record the lag");
+                    }
+                    json!({"objects_behind": c.behind(), "primary_objects": c.primary_objects,
+                           "replica_objects": c.replica_objects, "replica_bytes": c.replica_bytes})
+                }
                 Err(e) => json!({"error": e}),
             });
         }
@@ -406,6 +708,11 @@ async fn status(
             "last_success_at": rec.and_then(|s| s.last_success_at),
             "lag_seconds": rec.and_then(|s| s.last_success_at).map(|t| now() - t),
             "last_error": rec.and_then(|s| s.last_error.clone()),
+            "last_attempt_at": rec.and_then(|s| s.last_attempt_at),
+            "last_files": rec.map(|s| s.last_files),
+            "last_bytes": rec.map(|s| s.last_bytes),
+            "last_duration_seconds": rec.map(|s| s.last_duration_ms as f64 / 1000.0),
+            "repo_files": rec.map(|s| s.repo_files),
             "repo_bytes": rec.map(|s| s.repo_bytes),
             "lag": behind,
         }));
@@ -553,6 +860,12 @@ async fn verify(
     let stanzas = discover_stanzas(&primary)
         .await
         .map_err(|e| CliError::failure(e.to_string()))?;
+    // Lag is recorded only for replicas the state already knows (never under --dry-run).
+    let db = if config.dry_run {
+        None
+    } else {
+        Some(open_state(config)?)
+    };
     let mut ok = true;
     let mut rows = Vec::new();
     for r in selected(repl, names)? {
@@ -568,6 +881,11 @@ async fn verify(
             let c = replicate::compare(&primary, &dest, &stanzas)
                 .await
                 .map_err(|e| e.to_string())?;
+            if let Some(db) = &db
+                && let Err(e) = db.record_replica_lag(&r.name, c.behind())
+            {
+                tracing::warn!(replica = %r.name, error = %e, "could not record the lag");
+            }
             for k in c.missing.iter().take(20) {
                 problems.push(format!("missing at the replica: {k}"));
             }
@@ -686,7 +1004,7 @@ fn show_config(config: &Config) -> Result<ExitCode, CliError> {
     let st = &repl.settings;
     out.push_str(&format!(
         "settings:\n  bandwidth_limit: {}\n  parallel_transfers: {}\n  verify_after_sync: {}\n  alert_on_failure: {}\n  \
-         retry_attempts: {}\n  retry_delay: {}\n",
+         retry_attempts: {}\n  retry_delay: {}\n  server_side_copy: {}\n",
         st.bandwidth_limit
             .map(|r| format!("{} B/s", r.bytes_per_second()))
             .unwrap_or_else(|| "unlimited".into()),
@@ -694,7 +1012,8 @@ fn show_config(config: &Config) -> Result<ExitCode, CliError> {
         st.verify_after_sync,
         st.alert_on_failure,
         st.retry_attempts,
-        st.retry_delay.as_secs()
+        st.retry_delay.as_secs(),
+        st.server_side_copy
     ));
     for w in &repl.warnings {
         out.push_str(&format!("# {w}\n"));

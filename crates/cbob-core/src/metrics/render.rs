@@ -232,9 +232,21 @@ pub fn write_prometheus(w: &mut PromWriter, s: &Snapshot) {
         "cbob_replica_last_transferred_bytes",
         "Bytes copied by the replica's last replication.",
     );
+    let mut rep_files = gauge(
+        "cbob_replica_last_transferred_files",
+        "Files copied by the replica's last replication.",
+    );
     let mut rep_size = gauge(
         "cbob_replica_size_bytes",
         "Size of the replica after its last successful replication.",
+    );
+    let mut rep_objects = gauge(
+        "cbob_replica_objects",
+        "Objects of the replica after its last successful replication.",
+    );
+    let mut rep_behind = gauge(
+        "cbob_replica_objects_behind",
+        "Objects the replica lacked or held at another size than the primary when last compared.",
     );
     for r in &s.replicas {
         let l = || {
@@ -256,7 +268,13 @@ pub fn write_prometheus(w: &mut PromWriter, s: &Snapshot) {
             .samples
             .push((l(), r.last_duration_ms as f64 / 1000.0));
         rep_bytes.samples.push((l(), r.last_bytes as f64));
+        rep_files.samples.push((l(), r.last_files as f64));
         rep_size.samples.push((l(), r.repo_bytes as f64));
+        rep_objects.samples.push((l(), r.repo_files as f64));
+        // Only a comparison knows the lag; no sample rather than a made-up 0.
+        if let Some(n) = r.objects_behind {
+            rep_behind.samples.push((l(), n as f64));
+        }
     }
 
     let mut generated = gauge(
@@ -296,7 +314,10 @@ pub fn write_prometheus(w: &mut PromWriter, s: &Snapshot) {
             rep_ok,
             rep_dur,
             rep_bytes,
+            rep_files,
             rep_size,
+            rep_objects,
+            rep_behind,
             generated,
         ],
     );
@@ -387,14 +408,20 @@ pub fn text(s: &Snapshot) -> String {
         }
     }
     if !s.replicas.is_empty() {
-        out.push_str("\nREPLICA         RESULT   LAST SUCCESS (UTC)   SIZE        DESTINATION\n");
+        out.push_str("\nREPLICA         RESULT   LAST SUCCESS (UTC)   DURATION  COPIED            SIZE        OBJECTS  BEHIND  DESTINATION\n");
         for r in &s.replicas {
             out.push_str(&format!(
-                "{:<15} {:<8} {:<20} {:>10}  {}\n",
+                "{:<15} {:<8} {:<20} {:>7.1}s  {:<16}  {:>10}  {:>7}  {:>6}  {}\n",
                 r.name,
                 r.last_result.as_deref().unwrap_or("-"),
                 when(r.last_success_at),
+                r.last_duration_ms as f64 / 1000.0,
+                format!("{} / {}", r.last_files, human_bytes(r.last_bytes)),
                 human_bytes(r.repo_bytes),
+                r.repo_files,
+                r.objects_behind
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 r.destination
             ));
         }
@@ -460,6 +487,8 @@ mod tests {
                 stanzas: 1,
                 repo_files: 1,
                 repo_bytes: 1,
+                objects_behind: Some(0),
+                compared_at: Some(1),
             }],
         }
     }
@@ -484,7 +513,7 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .map(|l| l.split(' ').next().unwrap())
             .collect();
-        assert_eq!(names.len(), 39, "{names:?}");
+        assert_eq!(names.len(), 42, "{names:?}");
         for n in &names {
             assert!(
                 doc.contains(&format!("| `{n}`")) || doc.contains(&format!("| `{n}{{")),
@@ -499,5 +528,27 @@ mod tests {
             );
         }
         assert!(text.contains("replica=\"eu \\\"west\\\"\""), "{text}");
+    }
+
+    #[test]
+    fn replica_lag_is_emitted_only_when_known() {
+        let mut s = full_snapshot();
+        s.replicas[0].name = "eu".into();
+        s.replicas[0].last_files = 12;
+        s.replicas[0].repo_files = 1354;
+        s.replicas[0].objects_behind = Some(3);
+        let text = prometheus(&s);
+        let l = "{replica=\"eu\",destination=\"s3://r/p\"}";
+        for line in [
+            format!("cbob_replica_last_transferred_files{l} 12"),
+            format!("cbob_replica_objects{l} 1354"),
+            format!("cbob_replica_objects_behind{l} 3"),
+        ] {
+            assert!(text.lines().any(|x| x == line), "no {line:?} in:\n{text}");
+        }
+        s.replicas[0].objects_behind = None;
+        let text = prometheus(&s);
+        assert!(!text.contains("cbob_replica_objects_behind"), "{text}");
+        assert!(text.contains("cbob_replica_objects{"), "{text}");
     }
 }

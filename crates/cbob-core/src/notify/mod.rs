@@ -27,6 +27,7 @@ pub mod email;
 mod event;
 pub mod heartbeat;
 mod http;
+mod replicate_events;
 pub mod slack;
 mod sync_events;
 pub mod webhook;
@@ -37,6 +38,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 pub use event::{Attachment, Event, Item, Phase, hostname, scrub};
+pub use replicate_events::{replica_detail, replicate_finished};
 pub use sync_events::sync_finished;
 
 use crate::config::Config;

@@ -79,6 +79,10 @@ pub struct ReplicationSettings {
     /// Retries after the first attempt.
     pub retry_attempts: u32,
     pub retry_delay: Duration,
+    /// Let the service copy objects between a primary and a replica of the same provider and
+    /// account (S3 CopyObject, Azure Copy Blob, GCS rewrite) instead of streaming them through
+    /// this host. On by default; a replica whose service refuses falls back to streaming.
+    pub server_side_copy: bool,
 }
 
 impl Default for ReplicationSettings {
@@ -90,6 +94,7 @@ impl Default for ReplicationSettings {
             alert_on_failure: true,
             retry_attempts: 3,
             retry_delay: Duration::from_secs(5),
+            server_side_copy: true,
         }
     }
 }
@@ -150,6 +155,7 @@ const SETTINGS_KEYS: &[&str] = &[
     "alert_on_failure",
     "retry_attempts",
     "retry_delay",
+    "server_side_copy",
 ];
 
 /// Reads and validates a replication file; `env` expands `${VAR}` placeholders.
@@ -436,6 +442,9 @@ impl Parser<'_> {
         if let Some(b) = flag(self, "alert_on_failure") {
             s.alert_on_failure = b;
         }
+        if let Some(b) = flag(self, "server_side_copy") {
+            s.server_side_copy = b;
+        }
         s
     }
 
@@ -651,6 +660,8 @@ replication:
     alert_on_failure: true          # notify when a replica fails
     retry_attempts: 3
     retry_delay: 300                # seconds before the first retry, doubling
+    server_side_copy: true          # same provider and account as the primary: the service copies
+                                    # (S3 CopyObject, Azure Copy Blob, GCS rewrite), no bytes pass here
 "#;
 
 #[cfg(test)]
@@ -741,6 +752,18 @@ replication:
         let cfg = parse(Path::new("t.yaml"), TEMPLATE, &e).unwrap();
         assert_eq!(cfg.replicas.len(), 4);
         assert!(cfg.primary.is_none());
+        assert!(cfg.settings.server_side_copy);
+    }
+
+    #[test]
+    fn server_side_copy_can_be_turned_off() {
+        let text = "replication:\n  replicas:\n    - {name: a, provider: s3, bucket: b}\n  settings: {server_side_copy: false}\n";
+        let cfg = parse(Path::new("s.yaml"), text, &BTreeMap::new()).unwrap();
+        assert!(!cfg.settings.server_side_copy);
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        let text = "replication:\n  replicas:\n    - {name: a, provider: s3, bucket: b}\n  settings: {server_side_copy: sometimes}\n";
+        let err = parse(Path::new("s.yaml"), text, &BTreeMap::new()).unwrap_err();
+        assert!(err.to_string().contains("server_side_copy"), "{err}");
     }
 
     #[test]

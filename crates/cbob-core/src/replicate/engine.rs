@@ -1,6 +1,8 @@
 //! Replication: the primary destination copied to every replica with the sync engine itself, so
 //! each replica gets the same inventory, publish order and streaming verification as `cbob sync`.
-//! Replicas run in parallel; one failing never stops the others.
+//! Replicas run in parallel; one failing never stops the others. A replica of the same service
+//! and account as the primary gets its objects copied by the service (`copy_from`), with a
+//! fallback to streaming when the service refuses (see `copy.rs`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,6 +12,7 @@ use tokio::sync::Semaphore;
 
 use super::compare::{Comparison, compare};
 use super::config::{ReplicaConfig, ReplicationSettings};
+use super::copy::{CopyFallback, CopyStats};
 use crate::layers::{BandwidthLimiter, Layers, RetryPolicy};
 use crate::state::{Outcome, ReplicaRecord, StateDb};
 use crate::storage::{DynProvider, ProviderRegistry, PutOptions};
@@ -42,11 +45,35 @@ pub struct ReplicaResult {
     pub error: Option<String>,
     pub comparison: Option<Comparison>,
     pub duration: Duration,
+    /// Whether the primary and this replica are the same service and account, so objects were
+    /// copied by the service (`settings.server_side_copy` on).
+    pub server_side: bool,
+    /// How the copies went (server-side, or streamed after the service refused).
+    pub copies: CopyStats,
 }
 
 impl ReplicaResult {
     pub fn ok(&self) -> bool {
         self.error.is_none() && self.stanzas.iter().all(StanzaReport::ok)
+    }
+
+    /// Objects the replica still needed after the run, when it was compared with the primary.
+    pub fn objects_behind(&self) -> Option<u64> {
+        self.comparison.as_ref().map(Comparison::behind)
+    }
+
+    /// Objects already at the replica before the run (left alone).
+    pub fn unchanged(&self) -> (u64, u64) {
+        self.stanzas.iter().fold((0, 0), |(f, b), r| {
+            (f + r.unchanged_files, b + r.unchanged_bytes)
+        })
+    }
+
+    /// Files and bytes the plans said would move (what a dry run reports).
+    pub fn planned(&self) -> (u64, u64) {
+        self.stanzas.iter().fold((0, 0), |(f, b), r| {
+            (f + r.planned_files, b + r.planned_bytes)
+        })
     }
 
     pub fn copied(&self) -> (u64, u64) {
@@ -122,6 +149,8 @@ async fn one_replica(
         error: None,
         comparison: None,
         duration: Duration::ZERO,
+        server_side: false,
+        copies: CopyStats::default(),
     };
     let spec = match replica.store.provider_spec() {
         Ok(s) => s,
@@ -131,7 +160,7 @@ async fn one_replica(
         }
     };
     result.destination = spec.describe();
-    let dest = match req.registry.build(&spec).await {
+    let dest: DynProvider = match req.registry.build(&spec).await {
         Ok(p) => Layers {
             retry: Some(retry),
             ..Layers::default()
@@ -156,6 +185,13 @@ async fn one_replica(
             return result;
         }
     };
+    result.server_side = req.settings.server_side_copy
+        && req
+            .primary
+            .copy_source()
+            .is_some_and(|s| dest.can_copy_from(&s));
+    let copier = CopyFallback::new(dest.clone(), req.primary.clone(), bandwidth.clone());
+    let dest: DynProvider = copier.clone();
     let options = SyncOptions {
         transfers: Arc::new(Semaphore::new(req.settings.parallel_transfers.max(1))),
         retry,
@@ -165,7 +201,7 @@ async fn one_replica(
         put_options: PutOptions {
             storage_class: replica.store.storage_class.clone(),
         },
-        server_side_copy: true,
+        server_side_copy: req.settings.server_side_copy,
     };
     for stanza in stanzas {
         let job = StanzaJob {
@@ -178,6 +214,7 @@ async fn one_replica(
             .stanzas
             .push(sync_stanza(&job, &options, observer.clone()).await);
     }
+    result.copies = copier.stats();
     if req.verify && !req.dry_run && result.ok() {
         match compare(&req.primary, &dest, stanzas).await {
             Ok(c) => {
@@ -208,12 +245,17 @@ fn record(req: &ReplicateRequest, r: &ReplicaResult) {
     }
     let (files, bytes) = r.copied();
     let errors = r.errors().join("; ");
-    let (repo_files, repo_bytes) = r.stanzas.iter().fold((0, 0), |(f, b), s| {
-        (
-            f + s.unchanged_files + s.copied_files,
-            b + s.unchanged_bytes + s.copied_bytes,
-        )
-    });
+    // The comparison listed the replica after the run; without one, the plans' figures (which
+    // count an info file written twice in a run twice) are the best estimate.
+    let (repo_files, repo_bytes) = match &r.comparison {
+        Some(c) => (c.replica_objects, c.replica_bytes),
+        None => r.stanzas.iter().fold((0, 0), |(f, b), s| {
+            (
+                f + s.unchanged_files + s.copied_files,
+                b + s.unchanged_bytes + s.copied_bytes,
+            )
+        }),
+    };
     let rec = ReplicaRecord {
         name: &r.name,
         destination: &r.destination,
@@ -229,6 +271,7 @@ fn record(req: &ReplicateRequest, r: &ReplicaResult) {
         stanzas: r.stanzas.len() as u64,
         repo_files,
         repo_bytes,
+        objects_behind: r.objects_behind(),
     };
     if let Err(e) = state.lock().expect("state lock").record_replica(&rec) {
         tracing::error!(replica = %r.name, error = %e, "could not record the replication result");

@@ -3,6 +3,7 @@
 
 mod compare;
 pub mod config;
+mod copy;
 mod engine;
 
 pub use compare::{Comparison, compare};
@@ -10,4 +11,14 @@ pub use config::{
     ReplicaConfig, ReplicationConfig, ReplicationConfigError, ReplicationProblem,
     ReplicationSettings, StoreConfig, TEMPLATE, load, parse,
 };
+pub use copy::CopyStats;
 pub use engine::{ReplicaResult, ReplicateRequest, replicate};
+
+/// An opaque fingerprint of a credential identity (an access key id, a service account), for
+/// [`crate::storage::CopySource::account`]: equal identities give equal fingerprints, and the
+/// identity cannot be read back from it, so a `CopySource` may be logged.
+pub fn identity_fingerprint(identity: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(format!("cbob-copy-identity\0{identity}").as_bytes());
+    hex::encode(&digest[..8])
+}

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 
 use super::StateError;
 
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: runs and per-cluster sync state.
     "CREATE TABLE runs (
         id INTEGER PRIMARY KEY,
@@ -66,6 +66,9 @@ const MIGRATIONS: &[&str] = &[
         repo_files INTEGER,
         repo_bytes INTEGER
     );",
+    // 4: how many objects a replica was behind its primary when last compared (NULL: unknown).
+    "ALTER TABLE replica_status ADD COLUMN objects_behind INTEGER;
+    ALTER TABLE replica_status ADD COLUMN compared_at INTEGER;",
 ];
 
 /// The schema version this build writes.

@@ -138,6 +138,9 @@ pub struct ReplicaRecord<'a> {
     pub stanzas: u64,
     pub repo_files: u64,
     pub repo_bytes: u64,
+    /// Objects the replica still lacked (or held at another size) when compared with the
+    /// primary after the run; `None` when the run did not compare.
+    pub objects_behind: Option<u64>,
 }
 
 /// A replica's status, as `replicate status` and metrics show it.
@@ -155,6 +158,11 @@ pub struct ReplicaStatus {
     pub stanzas: u64,
     pub repo_files: u64,
     pub repo_bytes: u64,
+    /// Objects behind the primary at the last comparison (`replicate sync --verify`,
+    /// `replicate status`, `replicate verify`); `None` when never compared.
+    pub objects_behind: Option<u64>,
+    /// When that comparison was made.
+    pub compared_at: Option<i64>,
 }
 
 /// The open state database.
@@ -404,8 +412,10 @@ impl StateDb {
         self.conn
             .execute(
                 "INSERT INTO replica_status (name, destination, last_attempt_at, last_success_at, last_result, last_error,
-                     last_files, last_bytes, last_duration_ms, stanzas, repo_files, repo_bytes)
-                 VALUES (?1, ?2, ?3, CASE WHEN ?4 THEN ?3 END, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     last_files, last_bytes, last_duration_ms, stanzas, repo_files, repo_bytes,
+                     objects_behind, compared_at)
+                 VALUES (?1, ?2, ?3, CASE WHEN ?4 THEN ?3 END, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+                     ?13, CASE WHEN ?13 IS NOT NULL THEN ?3 END)
                  ON CONFLICT (name) DO UPDATE SET
                      destination = excluded.destination,
                      last_attempt_at = excluded.last_attempt_at,
@@ -417,7 +427,9 @@ impl StateDb {
                      last_duration_ms = excluded.last_duration_ms,
                      stanzas = CASE WHEN ?4 THEN excluded.stanzas ELSE stanzas END,
                      repo_files = CASE WHEN ?4 THEN excluded.repo_files ELSE repo_files END,
-                     repo_bytes = CASE WHEN ?4 THEN excluded.repo_bytes ELSE repo_bytes END",
+                     repo_bytes = CASE WHEN ?4 THEN excluded.repo_bytes ELSE repo_bytes END,
+                     objects_behind = CASE WHEN ?13 IS NOT NULL THEN ?13 ELSE objects_behind END,
+                     compared_at = CASE WHEN ?13 IS NOT NULL THEN excluded.last_attempt_at ELSE compared_at END",
                 params![
                     rec.name,
                     rec.destination,
@@ -431,6 +443,7 @@ impl StateDb {
                     rec.stanzas as i64,
                     rec.repo_files as i64,
                     rec.repo_bytes as i64,
+                    rec.objects_behind.map(|n| n as i64),
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -443,7 +456,8 @@ impl StateDb {
             .conn
             .prepare(
                 "SELECT name, destination, last_attempt_at, last_success_at, last_result, last_error,
-                        last_files, last_bytes, last_duration_ms, stanzas, repo_files, repo_bytes
+                        last_files, last_bytes, last_duration_ms, stanzas, repo_files, repo_bytes,
+                        objects_behind, compared_at
                  FROM replica_status ORDER BY name",
             )
             .map_err(|e| self.err(e))?;
@@ -463,10 +477,26 @@ impl StateDb {
                     stanzas: u(9)?,
                     repo_files: u(10)?,
                     repo_bytes: u(11)?,
+                    objects_behind: r.get::<_, Option<i64>>(12)?.map(|v| v.max(0) as u64),
+                    compared_at: r.get(13)?,
                 })
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Records how far a replica was behind its primary when compared outside a run
+    /// (`replicate status`, `replicate verify`). A replica never replicated has no row and is
+    /// left alone; returns whether a row was updated.
+    pub fn record_replica_lag(&self, name: &str, objects_behind: u64) -> Result<bool, StateError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE replica_status SET objects_behind = ?2, compared_at = ?3 WHERE name = ?1",
+                params![name, objects_behind as i64, now()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
     }
 
     /// Test hook and operator escape hatch: pretend a replica last succeeded at `at`.
@@ -603,6 +633,66 @@ mod tests {
         let verify = db.latest_checks(Some("verify")).unwrap();
         assert_eq!(verify.len(), 2);
         assert!(verify.iter().all(|c| c.result == "success"));
+    }
+
+    #[test]
+    fn records_replicas_and_keeps_the_last_known_lag() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open_in(dir.path()).unwrap();
+        let rec = |outcome, behind| ReplicaRecord {
+            name: "eu",
+            destination: "s3://r/p",
+            outcome,
+            error: None,
+            files: 3,
+            bytes: 30,
+            duration: Duration::from_millis(1500),
+            stanzas: 1,
+            repo_files: if outcome == Outcome::Success { 10 } else { 1 },
+            repo_bytes: 100,
+            objects_behind: behind,
+        };
+        assert!(!db.record_replica_lag("eu", 5).unwrap(), "no row yet");
+        db.record_replica(&rec(Outcome::Success, Some(0))).unwrap();
+        let s = &db.replica_statuses().unwrap()[0];
+        assert_eq!((s.objects_behind, s.repo_files), (Some(0), 10));
+        assert!(s.compared_at.is_some());
+        // A failed run that did not compare keeps the last comparison and the last good size.
+        db.record_replica(&rec(Outcome::Failed, None)).unwrap();
+        let s = &db.replica_statuses().unwrap()[0];
+        assert_eq!(
+            (s.objects_behind, s.repo_files, s.last_result.as_deref()),
+            (Some(0), 10, Some("failed"))
+        );
+        assert!(db.record_replica_lag("eu", 7).unwrap());
+        assert_eq!(db.replica_statuses().unwrap()[0].objects_behind, Some(7));
+    }
+
+    #[test]
+    fn a_version_3_database_gains_the_lag_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let mut c = Connection::open(&path).unwrap();
+            let tx = c.transaction().unwrap();
+            for sql in &migrations_for_test()[..3] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.commit().unwrap();
+            c.execute(
+                "INSERT INTO replica_status (name, destination, last_result) VALUES ('old', 'x', 'success')",
+                [],
+            )
+            .unwrap();
+        }
+        let db = StateDb::open(&path).unwrap();
+        let s = &db.replica_statuses().unwrap()[0];
+        assert_eq!((s.name.as_str(), s.objects_behind), ("old", None));
+    }
+
+    fn migrations_for_test() -> &'static [&'static str] {
+        migrations::MIGRATIONS
     }
 
     #[test]
