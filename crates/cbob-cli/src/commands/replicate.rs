@@ -58,6 +58,10 @@ pub enum ReplicateCommand {
         /// settings.verify_after_sync says
         #[arg(long)]
         verify: bool,
+        /// Also remove from each replica the backups and WAL the primary has expired, in
+        /// pgBackRest's expire order, once its copy succeeded (with --dry-run: list them)
+        #[arg(long)]
+        prune: bool,
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
     },
@@ -120,12 +124,17 @@ pub fn run(global: &GlobalArgs, args: &ReplicateArgs) -> Result<ExitCode, CliErr
                 replicas,
                 parallel,
                 verify,
+                prune,
                 format,
             } => {
-                sync(
-                    global, &config, &repl, replicas, *parallel, *verify, *format,
-                )
-                .await
+                let run = SyncRun {
+                    names: replicas,
+                    parallel: *parallel,
+                    verify: *verify,
+                    prune: *prune,
+                    format: *format,
+                };
+                sync(global, &config, &repl, run).await
             }
             ReplicateCommand::Status {
                 replicas,
@@ -197,15 +206,28 @@ fn open_state(config: &Config) -> Result<StateDb, CliError> {
     StateDb::open_in(&config.base_path).map_err(|e| CliError::failure(e.to_string()))
 }
 
+/// The flags of `replicate sync`.
+struct SyncRun<'a> {
+    names: &'a [String],
+    parallel: usize,
+    verify: bool,
+    prune: bool,
+    format: OutputFormat,
+}
+
 async fn sync(
     global: &GlobalArgs,
     config: &Config,
     repl: &ReplicationConfig,
-    names: &[String],
-    parallel: usize,
-    verify: bool,
-    format: OutputFormat,
+    run: SyncRun<'_>,
 ) -> Result<ExitCode, CliError> {
+    let SyncRun {
+        names,
+        parallel,
+        verify,
+        prune,
+        format,
+    } = run;
     let registry = Arc::new(providers::registry());
     let primary = primary(config, repl, &registry).await?;
     let primary_description = primary.describe();
@@ -274,6 +296,7 @@ async fn sync(
             parallel,
             dry_run: config.dry_run,
             verify: verify || repl.settings.verify_after_sync,
+            prune,
             state: state.clone(),
         },
         progress.clone(),
@@ -373,6 +396,28 @@ fn copy_mode(r: &ReplicaResult) -> &'static str {
     }
 }
 
+/// One line per stanza `--prune` removed something from (or would, in a dry run).
+fn pruned_lines(r: &ReplicaResult, dry_run: bool) -> String {
+    let verb = if dry_run { "would prune" } else { "pruned" };
+    r.pruned
+        .iter()
+        .filter(|(_, p)| !p.backups.is_empty() || p.wal_files > 0)
+        .map(|(stanza, p)| {
+            let backups = if p.backups.is_empty() {
+                "no backup".to_string()
+            } else {
+                format!("backups {}", p.backups.join(", "))
+            };
+            format!(
+                "    {verb} stanza {stanza}: {backups}, {} WAL files, {} files ({})\n",
+                p.wal_files,
+                p.files,
+                human_bytes(p.bytes)
+            )
+        })
+        .collect()
+}
+
 /// The per-replica summary for people; the last line names every failed replica.
 fn render_text(
     results: &[ReplicaResult],
@@ -400,6 +445,7 @@ fn render_text(
                 human_bytes(pb),
                 r.stanzas.len()
             ));
+            out.push_str(&pruned_lines(r, dry_run));
             continue;
         }
         let behind = match r.objects_behind() {
@@ -418,6 +464,7 @@ fn render_text(
         if let Some(why) = &r.copies.refusal {
             out.push_str(&format!("    server-side copy refused: {why}\n"));
         }
+        out.push_str(&pruned_lines(r, dry_run));
         for s in &r.stanzas {
             for w in &s.warnings {
                 out.push_str(&format!("    warning: stanza {}: {w}\n", s.stanza));
@@ -490,6 +537,13 @@ fn render_json(
                 "streamed_after_refusal": r.copies.streamed,
                 "copy_refusal": r.copies.refusal,
                 "objects_behind": r.objects_behind(),
+                "pruned": r.pruned.iter().map(|(stanza, p)| json!({
+                    "stanza": stanza,
+                    "backups": p.backups,
+                    "wal_files": p.wal_files,
+                    "files": p.files,
+                    "bytes": p.bytes,
+                })).collect::<Vec<_>>(),
                 "duration_seconds": r.duration.as_secs_f64(),
                 "comparison": r.comparison,
             })

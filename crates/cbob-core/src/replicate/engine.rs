@@ -16,6 +16,7 @@ use super::copy::{CopyFallback, CopyStats};
 use crate::layers::{BandwidthLimiter, Layers, RetryPolicy};
 use crate::state::{Outcome, ReplicaRecord, StateDb};
 use crate::storage::{DynProvider, ProviderRegistry, PutOptions};
+use crate::sync::{PruneReport, prune_stanza};
 use crate::sync::{
     StanzaJob, StanzaReport, SyncObserver, SyncOptions, discover_stanzas, sync_stanza,
 };
@@ -32,6 +33,9 @@ pub struct ReplicateRequest {
     /// Validate each replica and compare it with the primary after copying (`--verify` or
     /// `settings.verify_after_sync`).
     pub verify: bool,
+    /// After a replica's copy succeeded, remove from it the backups and WAL the primary has
+    /// expired, in pgBackRest's expire order (`--prune`); a dry run only reports them.
+    pub prune: bool,
     pub state: Option<Arc<Mutex<StateDb>>>,
 }
 
@@ -50,6 +54,8 @@ pub struct ReplicaResult {
     pub server_side: bool,
     /// How the copies went (server-side, or streamed after the service refused).
     pub copies: CopyStats,
+    /// What `--prune` removed (or would remove, in a dry run), per stanza.
+    pub pruned: Vec<(String, PruneReport)>,
 }
 
 impl ReplicaResult {
@@ -151,6 +157,7 @@ async fn one_replica(
         duration: Duration::ZERO,
         server_side: false,
         copies: CopyStats::default(),
+        pruned: Vec::new(),
     };
     let spec = match replica.store.provider_spec() {
         Ok(s) => s,
@@ -215,6 +222,23 @@ async fn one_replica(
             .push(sync_stanza(&job, &options, observer.clone()).await);
     }
     result.copies = copier.stats();
+    if req.prune && result.ok() {
+        // Only after every stanza copied: the replica's backup.info is then the primary's, and
+        // what it no longer lists is what the primary expired.
+        let name = replica.name.clone();
+        let audit = move |action: &str, detail: &str| {
+            tracing::info!(replica = %name, action, detail, "prune");
+        };
+        for stanza in stanzas {
+            match prune_stanza(&dest, stanza, req.dry_run, &audit).await {
+                Ok(r) => result.pruned.push((stanza.clone(), r)),
+                Err(e) => {
+                    result.error = Some(format!("pruning stanza {stanza}: {e}"));
+                    break;
+                }
+            }
+        }
+    }
     if req.verify && !req.dry_run && result.ok() {
         match compare(&req.primary, &dest, stanzas).await {
             Ok(c) => {
