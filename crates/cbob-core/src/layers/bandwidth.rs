@@ -13,8 +13,8 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio::time::Instant;
 
 use crate::storage::{
-    Body, ByteStream, Capabilities, CheckMode, CopySource, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
-    PutOptions, StorageProvider, StorageResult,
+    Body, ByteStream, Capabilities, CheckMode, CopySource, DynProvider, KeyPrefix, ObjectKey,
+    ObjectMeta, PutOptions, StorageProvider, StorageResult,
 };
 
 /// A token bucket measured in bytes.

@@ -12,8 +12,8 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::storage::{
-    Body, ByteStream, Capabilities, CheckMode, CopySource, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
-    PutOptions, StorageError, StorageErrorKind, StorageProvider, StorageResult,
+    Body, ByteStream, Capabilities, CheckMode, CopySource, DynProvider, KeyPrefix, ObjectKey,
+    ObjectMeta, PutOptions, StorageError, StorageErrorKind, StorageProvider, StorageResult,
 };
 
 /// Limits concurrent operations to the permits of a semaphore.

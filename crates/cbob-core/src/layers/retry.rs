@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 
 use crate::storage::{
-    Body, ByteStream, Capabilities, CheckMode, CopySource, DynProvider, KeyPrefix, ObjectKey, ObjectMeta,
-    PutOptions, StorageProvider, StorageResult,
+    Body, ByteStream, Capabilities, CheckMode, CopySource, DynProvider, KeyPrefix, ObjectKey,
+    ObjectMeta, PutOptions, StorageProvider, StorageResult,
 };
 
 /// How often and how patiently to retry.

@@ -166,7 +166,9 @@ pub trait StorageProvider: Send + Sync + fmt::Debug {
         options: &PutOptions,
     ) -> StorageResult<ObjectMeta> {
         let _ = (source, key, size, options);
-        Err(StorageError::unsupported("server-side copy between providers"))
+        Err(StorageError::unsupported(
+            "server-side copy between providers",
+        ))
     }
 
     /// Makes every completed `put` durable. Callers invoke it before publishing a file that
