@@ -6,8 +6,10 @@
 //! - `server`: the patched s3s-fs (built once, cached), fresh data dir, loading repositories
 //! - `repos`: generating and caching the two repositories
 //! - `tools`: running and measuring the clients, checking their copies
+//! - `dest`: `--dest`, cbob alone into each kind of destination (S3, MinIO, Azure, GCS, local)
 //! - `report`: tables and JSON
 
+mod dest;
 mod report;
 mod repos;
 mod server;
@@ -20,6 +22,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
 
+use dest::{Dest, Target};
 use report::Sample;
 use repos::{Kind, Repo};
 use server::{BUCKET, Server};
@@ -36,6 +39,10 @@ pub struct Opts {
     /// Only this tool (repeatable; default: cbob, rclone, aws).
     #[arg(long = "tool", value_enum)]
     tools: Vec<Tool>,
+    /// Measure cbob alone into this kind of destination instead of comparing tools on a local
+    /// directory (repeatable; each served by its own fresh local server per run).
+    #[arg(long = "dest", value_enum, conflicts_with = "serve")]
+    dests: Vec<Dest>,
     /// Regenerate the cached repositories (a few minutes).
     #[arg(long)]
     regenerate: bool,
@@ -54,12 +61,29 @@ pub fn run(o: Opts) -> Result<()> {
     } else {
         o.repos.clone()
     };
-    let tools = if o.tools.is_empty() {
+    let dest_mode = !o.dests.is_empty();
+    let tools = if dest_mode {
+        ensure!(
+            o.tools.iter().all(|&t| t == Tool::Cbob),
+            "--dest measures cbob alone; rclone and aws are compared on a local directory \
+             without --dest: drop --tool or --dest"
+        );
+        vec![Tool::Cbob]
+    } else if o.tools.is_empty() {
         vec![Tool::Cbob, Tool::Rclone, Tool::Aws]
     } else {
         o.tools.clone()
     };
+    let mut dests: Vec<Dest> = Vec::new();
+    for d in &o.dests {
+        if !dests.contains(d) {
+            dests.push(*d);
+        }
+    }
     ensure!(o.rounds >= 1, "--rounds must be at least 1");
+    for d in &dests {
+        d.check_installed()?;
+    }
 
     let bin = server::ensure_built()?;
     let repos: Vec<Repo> = kinds
@@ -83,12 +107,13 @@ pub fn run(o: Opts) -> Result<()> {
     }
 
     let out_dir = crate::root().join("target/bench");
-    let logs = out_dir.join("logs");
+    // Separate log directories, so one mode's run keeps the other's logs.
+    let logs = out_dir.join(if dest_mode { "logs-dest" } else { "logs" });
     let _ = fs::remove_dir_all(&logs);
     fs::create_dir_all(&logs)?;
     // Same filesystem as the repository cache, so loading is hard links.
     let run_dir = RunDir::create()?;
-    let server = Server::start(&bin, run_dir.path())?;
+    let server = Server::start(&bin, run_dir.path(), BUCKET)?;
     let endpoint = server.endpoint();
     eprintln!(
         "bench: patched s3s-fs at {endpoint}, data {}",
@@ -104,6 +129,49 @@ pub fn run(o: Opts) -> Result<()> {
     if tools.contains(&Tool::Cbob) {
         check_cbob(&programs, &endpoint, &repos[0], run_dir.path())?;
     }
+    if dest_mode {
+        let ctx = DestRun {
+            programs: &programs,
+            endpoint: &endpoint,
+            s3s_bin: &bin,
+            run_dir: run_dir.path(),
+            logs: &logs,
+        };
+        let loadavg_start = loadavg();
+        let t = Instant::now();
+        let samples = ctx.rounds(&repos, &dests, o.rounds, t)?;
+        drop(server);
+        let summaries: Vec<_> = repos
+            .iter()
+            .map(|r| report::dest_table(r, &samples, &dests))
+            .collect();
+        report::failures(&samples);
+        let meta = json!({
+            "mode": "destinations",
+            "rounds": o.rounds,
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "loadavg_start": loadavg_start,
+            "loadavg_end": loadavg(),
+            "cbob_commit": git_commit(),
+            "source_server": "s3s-fs 0.14.1 + cbob bench patches (TCP_NODELAY, listing walk)",
+            "command": format!("cbob sync --source s3://{BUCKET}/<repo> --transfers 16"),
+            "destinations": dests.iter().map(|d| json!({
+                "dest": d.name(),
+                "server": d.server(),
+                "settings": d.settings(),
+            })).collect::<Vec<_>>(),
+            "versions": {
+                "cbob": version(&programs.cbob, &["--version"]),
+                "azurite": azurite_version(),
+            },
+            "wall_seconds": t.elapsed().as_secs_f64(),
+        });
+        let path = report::write_json(&out_dir, "dest", meta, summaries, &samples)?;
+        println!("\nresults: {} (logs in {})", path.display(), logs.display());
+        let failed = samples.iter().filter(|s| s.problem.is_some()).count();
+        ensure!(failed == 0, "{failed} runs failed (see above)");
+        return Ok(());
+    }
 
     let loadavg_start = loadavg();
     let t = Instant::now();
@@ -117,7 +185,9 @@ pub fn run(o: Opts) -> Result<()> {
             for &tool in &order {
                 let name = format!("{}-{}-r{round}", r.name, tool.name());
                 let slot = Slot::new(&run_dir.path().join(&name))?;
-                let sample = one(tool, &programs, &endpoint, r, &slot, round, &logs, &name)?;
+                let load = loadavg();
+                let mut sample = one(tool, &programs, &endpoint, r, &slot, round, &logs, &name)?;
+                sample.loadavg = load;
                 eprintln!(
                     "bench: [{:>5.0} s] round {round} {:<5} {:<6} cold {:>7.2} s {:>6.0} MiB | no-op {} {}",
                     t.elapsed().as_secs_f64(),
@@ -171,7 +241,7 @@ pub fn run(o: Opts) -> Result<()> {
         },
         "wall_seconds": t.elapsed().as_secs_f64(),
     });
-    let path = report::write_json(&out_dir, meta, summaries, &samples)?;
+    let path = report::write_json(&out_dir, "bench", meta, summaries, &samples)?;
     println!("\nresults: {} (logs in {})", path.display(), logs.display());
     let failed = samples.iter().filter(|s| s.problem.is_some()).count();
     ensure!(failed == 0, "{failed} runs failed (see above)");
@@ -215,11 +285,147 @@ fn one(
     Ok(Sample {
         repo: repo.name,
         tool,
+        dest: Dest::Local,
         round,
         cold,
         noop,
         problem,
+        loadavg: String::new(),
     })
+}
+
+/// What `--dest` rounds need from the set-up.
+struct DestRun<'a> {
+    programs: &'a Programs,
+    /// The source server.
+    endpoint: &'a str,
+    /// The patched s3s-fs, also used for the `s3` and `minio` destinations.
+    s3s_bin: &'a std::path::Path,
+    run_dir: &'a std::path::Path,
+    logs: &'a std::path::Path,
+}
+
+impl DestRun<'_> {
+    /// Interleaved rounds: each round runs every destination on every repository, in an order
+    /// that rotates from round to round.
+    fn rounds(
+        &self,
+        repos: &[Repo],
+        dests: &[Dest],
+        rounds: u32,
+        t: Instant,
+    ) -> Result<Vec<Sample>> {
+        let mut samples = Vec::new();
+        for round in 1..=rounds {
+            for r in repos {
+                let mut order = dests.to_vec();
+                let n = order.len();
+                order.rotate_left((round as usize - 1) % n);
+                for &d in &order {
+                    let name = format!("{}-cbob-{}-r{round}", r.name, d.name());
+                    let slot = Slot::new(&self.run_dir.join(&name))?;
+                    let load = loadavg();
+                    let mut sample = self.one(d, r, &slot, round, &name)?;
+                    sample.loadavg = load;
+                    eprintln!(
+                        "bench: [{:>5.0} s] round {round} {:<5} cbob -> {:<5} cold {:>7.2} s {:>6.0} MiB | no-op {} | load {} {}",
+                        t.elapsed().as_secs_f64(),
+                        r.name,
+                        d.name(),
+                        sample.cold.seconds,
+                        sample.cold.peak_rss_kib as f64 / 1024.0,
+                        sample
+                            .noop
+                            .as_ref()
+                            .map(|m| format!(
+                                "{:.2} s {:.0} MiB",
+                                m.seconds,
+                                m.peak_rss_kib as f64 / 1024.0
+                            ))
+                            .unwrap_or_else(|| "-".into()),
+                        sample.loadavg,
+                        sample
+                            .problem
+                            .as_deref()
+                            .map(|p| format!("FAILED: {p}"))
+                            .unwrap_or_default()
+                    );
+                    samples.push(sample);
+                    fs::remove_dir_all(&slot.dir)?;
+                }
+            }
+        }
+        Ok(samples)
+    }
+
+    /// A fresh destination; cold copy, verify by listing it, no-op resync, verify again.
+    fn one(&self, d: Dest, repo: &Repo, slot: &Slot, round: u32, name: &str) -> Result<Sample> {
+        let target = Target::start(d, self.s3s_bin, slot)?;
+        let run = |phase: &str| {
+            tools::measure(
+                target.command(self.programs, self.endpoint, repo, slot),
+                self.logs.join(format!("{name}-{phase}.log")),
+            )
+        };
+        let check = |m: &tools::Measured| -> Option<String> {
+            if m.exit_code != 0 {
+                let server = target.log_tail();
+                return Some(if server.trim().is_empty() {
+                    format!("exit code {}", m.exit_code)
+                } else {
+                    format!(
+                        "exit code {}; destination server log: {server}",
+                        m.exit_code
+                    )
+                });
+            }
+            let t = Instant::now();
+            let problem = target.verify(repo).err().map(|e| format!("{e:#}"));
+            eprintln!(
+                "bench:   {} copy checked against the source by listing it in {:.1} s{}",
+                d.name(),
+                t.elapsed().as_secs_f64(),
+                if problem.is_some() {
+                    ": DIFFERENT"
+                } else {
+                    ": same keys and sizes"
+                }
+            );
+            problem
+        };
+        let cold = run("cold")?;
+        let mut problem = check(&cold);
+        let mut noop = None;
+        if problem.is_none() {
+            let m = run("noop")?;
+            problem = check(&m).map(|p| format!("no-op resync: {p}"));
+            noop = Some(m);
+        }
+        Ok(Sample {
+            repo: repo.name,
+            tool: Tool::Cbob,
+            dest: d,
+            round,
+            cold,
+            noop,
+            problem,
+            loadavg: String::new(),
+        })
+    }
+}
+
+/// Azurite's version from its package.json (empty if not found).
+fn azurite_version() -> String {
+    cbob_test_support::locate::Tool::AzuriteMainJs
+        .locate()
+        .ok()
+        .and_then(|main_js| {
+            // .../node_modules/azurite/dist/src/blob/main.js
+            let pkg = main_js.ancestors().nth(4)?.join("package.json");
+            let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(pkg).ok()?).ok()?;
+            v["version"].as_str().map(str::to_string)
+        })
+        .unwrap_or_default()
 }
 
 /// The copied cbob can read the source (`--estimate-only`), so a wrong binary fails here and

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use cbob_test_support::locate::servers_dir;
-use cbob_test_support::process::{free_port, log_tail, spawn_owned};
+use cbob_test_support::process::{free_port, log_tail, spawn_thread_owned};
 use cbob_test_support::s3s::{ACCESS_KEY, SECRET_KEY, ready};
 
 use super::repos::Repo;
@@ -233,11 +233,12 @@ pub struct Server {
 pub const BUCKET: &str = "cbob-bench";
 
 impl Server {
-    /// Starts the patched server on a free port with a fresh data directory under `run_dir`.
-    pub fn start(bin: &Path, run_dir: &Path) -> Result<Server> {
+    /// Starts the patched server on a free port with a fresh data directory under `run_dir`
+    /// holding one empty `bucket` (s3s-fs serves each directory of its root as a bucket).
+    pub fn start(bin: &Path, run_dir: &Path, bucket: &str) -> Result<Server> {
         let data = run_dir.join("s3s-fs-data");
         let _ = fs::remove_dir_all(&data);
-        fs::create_dir_all(data.join(BUCKET))?;
+        fs::create_dir_all(data.join(bucket))?;
         let log = run_dir.join("s3s-fs.log");
         let out = fs::File::create(&log)?;
         let port = free_port();
@@ -248,7 +249,9 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
-        let child = spawn_owned(cmd, libc::SIGKILL).context("start s3s-fs")?;
+        // Tied to the main thread, which runs the whole benchmark. Not `spawn_owned`: its
+        // exit-time kill of every pid it started could hit a reused pid after our own kill.
+        let child = spawn_thread_owned(&mut cmd, libc::SIGKILL).context("start s3s-fs")?;
         let mut server = Server {
             child,
             port,
@@ -270,6 +273,11 @@ impl Server {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The end of the server's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log, 2000)
     }
 
     /// Puts `repo` under `<bucket>/<prefix>/` behind the server's back: hard links of the

@@ -131,43 +131,19 @@ pub struct Measured {
 
 /// The command that copies `s3://BUCKET/prefix/` into `slot.target`.
 pub fn command(tool: Tool, p: &Programs, endpoint: &str, prefix: &str, slot: &Slot) -> Command {
-    let mut c;
     match tool {
         Tool::Cbob => {
-            c = Command::new(&p.cbob);
-            c.args(["sync", "--source", &format!("s3://{BUCKET}/{prefix}")])
-                .arg("--target")
-                .arg(&slot.target)
-                .args(["--transfers", "16"]);
+            let mut c = cbob_command(p, endpoint, prefix, slot);
+            c.arg("--target").arg(&slot.target);
+            c
         }
         Tool::Rclone => {
-            c = Command::new(&p.rclone);
+            let mut c = Command::new(&p.rclone);
             // The trailing slash matters: without it rclone probes the key `prefix` first.
             c.args(["sync", &format!("X:{BUCKET}/{prefix}/")])
                 .arg(&slot.target)
                 .args(["--transfers", "16", "--checkers", "16"]);
-        }
-        Tool::Aws => {
-            c = Command::new(&p.aws);
-            c.args(["s3", "sync", &format!("s3://{BUCKET}/{prefix}")])
-                .arg(&slot.target)
-                .args(["--endpoint-url", endpoint, "--only-show-errors"]);
-        }
-    }
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("LANG", "C.UTF-8")
-        .env("HOME", &slot.home)
-        .stdin(Stdio::null());
-    match tool {
-        Tool::Cbob => {
-            c.env("CBOB_BASE_PATH", slot.home.join("cbob"))
-                .env("CBOB_SOURCE_ENDPOINT", endpoint)
-                .env("CBOB_SOURCE_ACCESS_KEY", ACCESS_KEY)
-                .env("CBOB_SOURCE_SECRET_KEY", SECRET_KEY)
-                .env("CBOB_SOURCE_REGION", "us-east-1");
-        }
-        Tool::Rclone => {
+            clean_env(&mut c, slot);
             // The remote from environment variables (reference/s3-lab.md §6); AWS_CA_BUNDLE is
             // not passed (rclone 1.60 fails with it set).
             c.env("RCLONE_CONFIG", "/dev/null");
@@ -183,8 +159,14 @@ pub fn command(tool: Tool, p: &Programs, endpoint: &str, prefix: &str, slot: &Sl
             ] {
                 c.env(format!("RCLONE_CONFIG_X_{k}"), v);
             }
+            c
         }
         Tool::Aws => {
+            let mut c = Command::new(&p.aws);
+            c.args(["s3", "sync", &format!("s3://{BUCKET}/{prefix}")])
+                .arg(&slot.target)
+                .args(["--endpoint-url", endpoint, "--only-show-errors"]);
+            clean_env(&mut c, slot);
             c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
                 .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
                 .env("AWS_DEFAULT_REGION", "us-east-1")
@@ -193,9 +175,33 @@ pub fn command(tool: Tool, p: &Programs, endpoint: &str, prefix: &str, slot: &Sl
                     "AWS_SHARED_CREDENTIALS_FILE",
                     slot.home.join("aws-credentials"),
                 );
+            c
         }
     }
+}
+
+/// `cbob sync` from `s3://BUCKET/prefix` with 16 transfers, the source's endpoint and keys, and
+/// its state in the slot's HOME; the caller adds the destination (`--target` or `CBOB_DEST_*`).
+pub fn cbob_command(p: &Programs, endpoint: &str, prefix: &str, slot: &Slot) -> Command {
+    let mut c = Command::new(&p.cbob);
+    c.args(["sync", "--source", &format!("s3://{BUCKET}/{prefix}")])
+        .args(["--transfers", "16"]);
+    clean_env(&mut c, slot);
+    c.env("CBOB_BASE_PATH", slot.home.join("cbob"))
+        .env("CBOB_SOURCE_ENDPOINT", endpoint)
+        .env("CBOB_SOURCE_ACCESS_KEY", ACCESS_KEY)
+        .env("CBOB_SOURCE_SECRET_KEY", SECRET_KEY)
+        .env("CBOB_SOURCE_REGION", "us-east-1");
     c
+}
+
+/// Nothing inherited but `PATH`: no stray CBOB_*/AWS_*/RCLONE_* settings, a throwaway HOME.
+fn clean_env(c: &mut Command, slot: &Slot) {
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LANG", "C.UTF-8")
+        .env("HOME", &slot.home)
+        .stdin(Stdio::null());
 }
 
 /// Runs `cmd` to completion with output to `log`; wall time and peak RSS.
@@ -236,8 +242,8 @@ pub fn measure(mut cmd: Command, log: PathBuf) -> Result<Measured> {
     })
 }
 
-/// Compares the copy with the source repository: same files, same sizes. `Err` describes the
-/// first differences.
+/// Compares the copy in `target` with the source repository: same files, same sizes. `Err`
+/// describes the first differences.
 pub fn verify(repo: &Repo, target: &Path) -> Result<()> {
     let mut got = Vec::new();
     walk(target, target, &mut got)?;
@@ -250,6 +256,12 @@ pub fn verify(repo: &Repo, target: &Path) -> Result<()> {
             (rel, len)
         })
         .collect();
+    compare(repo, &got)
+}
+
+/// Compares a copy's keys and sizes (relative to the repository root) with the source
+/// repository. `Err` describes the first differences.
+pub fn compare(repo: &Repo, got: &BTreeMap<String, u64>) -> Result<()> {
     let mut problems = Vec::new();
     let mut bytes = 0;
     for (rel, _) in &repo.etags {
