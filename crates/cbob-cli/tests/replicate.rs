@@ -14,26 +14,6 @@ use cbob_test_support::{azurite, fake_gcs, fixture, moto, pg, s3s_fs};
 use futures::TryStreamExt;
 use serde_json::Value;
 
-/// Every regular file below `root` with its bytes (symlinks skipped).
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-                out.insert(rel, fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
-
 /// A synced fixture (the primary), a sandbox HOME/base path, and a replication file.
 struct World {
     fx: fixture::Fixture,
@@ -181,10 +161,14 @@ async fn replicates_to_several_stores_in_one_run_identically_and_restorably() {
     let doc = json(&out);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(doc["replicas"].as_array().unwrap().len(), 5);
-    let source = tree(&w.fx.repo);
+    let source = fixture::read_tree(&w.fx.repo);
 
     // Each replica is byte-identical to the primary (and so to the fixture).
-    assert_eq!(tree(&local_replica), source, "local replica differs");
+    assert_eq!(
+        fixture::read_tree(&local_replica),
+        source,
+        "local replica differs"
+    );
     let aws = download(s3_spec(
         &m.endpoint(),
         &moto_bucket,
@@ -244,7 +228,7 @@ async fn replicates_to_several_stores_in_one_run_identically_and_restorably() {
 
     // The primary grows (a damaged replica file): status shows the replica behind, verify fails,
     // the next sync repairs it.
-    let victim = tree(&local_replica)
+    let victim = fixture::read_tree(&local_replica)
         .keys()
         .find(|k| k.contains("pg_data/"))
         .unwrap()
@@ -274,7 +258,7 @@ async fn replicates_to_several_stores_in_one_run_identically_and_restorably() {
     );
     let fix = w.cbob(&["replicate", "sync", "--replica", "disk"], &[]);
     assert_eq!(fix.status.code(), Some(0), "{}", text(&fix));
-    assert_eq!(tree(&local_replica), source);
+    assert_eq!(fixture::read_tree(&local_replica), source);
     let verify = w.cbob(&["replicate", "verify"], &[]);
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
 }
@@ -298,8 +282,8 @@ async fn an_unreachable_replica_fails_alone_and_is_named() {
     assert!(stdout.contains("✓ good"), "{}", text(&out));
     assert!(stdout.contains("FAILED: gone"), "{}", text(&out));
     assert_eq!(
-        tree(&good),
-        tree(&w.fx.repo),
+        fixture::read_tree(&good),
+        fixture::read_tree(&w.fx.repo),
         "the reachable replica completed"
     );
     // `test` reports each replica and goes on after a failure.
@@ -348,7 +332,7 @@ async fn a_killed_run_leaves_valid_replicas_and_the_next_run_completes_them() {
     }
     let out = w.cbob(&["replicate", "sync"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(tree(&replica), tree(&w.fx.repo));
+    assert_eq!(fixture::read_tree(&replica), fixture::read_tree(&w.fx.repo));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,7 +381,7 @@ async fn the_bash_tools_example_yaml_runs_with_only_endpoints_and_credentials_ch
         &mc.access_key_id,
         &mc.secret_access_key,
     );
-    assert_eq!(download(spec).await, tree(&w.fx.repo));
+    assert_eq!(download(spec).await, fixture::read_tree(&w.fx.repo));
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod store_proxy;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use cbob_core::storage::{DynProvider, KeyPrefix, ProviderRegistry, ProviderSpec, read_to_bytes};
@@ -18,26 +18,6 @@ use cbob_test_support::{azurite, fake_gcs, fixture, moto, pg};
 use futures::TryStreamExt;
 use serde_json::Value;
 use store_proxy::{Seen, StoreProxy};
-
-/// Every regular file below `root` with its bytes.
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-                out.insert(rel, fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
 
 fn text(out: &Output) -> String {
     format!(
@@ -286,7 +266,7 @@ async fn s3_to_s3_on_one_account_copies_server_side_identically_and_restorably()
         secret_key: Some(mc.secret_access_key.as_str().into()),
         ..ProviderSpec::default()
     };
-    let source = tree(&w.fx.repo);
+    let source = fixture::read_tree(&w.fx.repo);
     let copied = download(spec(&replica)).await;
     assert_eq!(
         copied, source,
@@ -384,7 +364,7 @@ async fn a_store_that_refuses_copies_gets_the_objects_streamed() {
             ..ProviderSpec::default()
         })
         .await,
-        tree(&w.fx.repo),
+        fixture::read_tree(&w.fx.repo),
         "the streamed replica differs"
     );
     // The JSON summary says how it went.
@@ -432,7 +412,11 @@ async fn azure_container_to_container_in_one_account_copies_server_side() {
         ..ProviderSpec::default()
     };
     let copied = download(spec(&replica)).await;
-    assert_eq!(copied, tree(&w.fx.repo), "the server-side replica differs");
+    assert_eq!(
+        copied,
+        fixture::read_tree(&w.fx.repo),
+        "the server-side replica differs"
+    );
     assert_restorable(&w, &copied, "azure");
 }
 
@@ -469,6 +453,10 @@ async fn gcs_bucket_to_bucket_with_one_identity_copies_server_side() {
         ..ProviderSpec::default()
     };
     let copied = download(spec(&replica)).await;
-    assert_eq!(copied, tree(&w.fx.repo), "the server-side replica differs");
+    assert_eq!(
+        copied,
+        fixture::read_tree(&w.fx.repo),
+        "the server-side replica differs"
+    );
     assert_restorable(&w, &copied, "gcs");
 }
