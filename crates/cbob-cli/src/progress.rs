@@ -95,9 +95,12 @@ impl Progress {
 
 impl SyncObserver for Progress {
     fn planned(&self, stanza: &str, files: u64, bytes: u64) {
-        self.totals
+        // The plan grows as the listing goes on: these are the files and bytes added to it.
+        let planned_files = self
+            .totals
             .planned_files
-            .fetch_add(files, Ordering::Relaxed);
+            .fetch_add(files, Ordering::Relaxed)
+            + files;
         let total = self
             .totals
             .planned_bytes
@@ -105,9 +108,9 @@ impl SyncObserver for Progress {
             + bytes;
         if let Some(bar) = &self.bar {
             bar.set_length(total);
-            bar.set_message(format!("{stanza}: {files} files to copy"));
+            bar.set_message(format!("{stanza}: {planned_files} files to copy"));
         } else {
-            tracing::info!(cluster = stanza, files, bytes, "planned");
+            tracing::debug!(cluster = stanza, files, bytes, "planned");
         }
     }
 

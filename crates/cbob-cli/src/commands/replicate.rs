@@ -659,14 +659,15 @@ impl SyncObserver for ReplicaProgress {
             return;
         }
         let c = self.counters(stanza);
-        c.planned_files.fetch_add(files, Ordering::Relaxed);
+        // Called as the listing goes on, with what it added to the plan.
+        let planned_files = c.planned_files.fetch_add(files, Ordering::Relaxed) + files;
         let total = c.planned_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         match &c.bar {
             Some(bar) => {
                 bar.set_length(total);
-                bar.set_message(format!("{stanza}: {files} files to copy"));
+                bar.set_message(format!("{stanza}: {planned_files} files to copy"));
             }
-            None => tracing::info!(job = stanza, files, bytes, "planned"),
+            None => tracing::debug!(job = stanza, files, bytes, "planned"),
         }
     }
 

@@ -1,19 +1,21 @@
 //! Running one stanza's sync in pgBackRest's publish order (SPEC §5 rule 3):
-//! archive.info and an empty backup.info on first sight → payload (WAL, history, label files, backup files, bundles)
-//! → barrier → each new backup's manifest, oldest first (`.copy`, then main) → `backup.history/`
+//! archive.info and an empty backup.info on first sight → payload (WAL, history, label files,
+//! backup files, bundles; copied while the source is still being listed) → barrier → each new backup's manifest, oldest first (`.copy`, then main) → `backup.history/`
 //! → barrier → archive.info, archive.info.copy → backup.info → backup.info.copy.
 //! A failure anywhere stops publishing, so the destination keeps its previous valid state.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{JoinError, JoinSet};
 
 use super::error::SyncError;
-use super::inventory::{list_stanza, read_optional, read_verified_info};
+use super::inventory::{read_optional, read_verified_info};
+use super::listing::{DestCursor, StanzaListing};
 use super::observer::SyncObserver;
-use super::plan::{self, Copy, DestInfo, Reason, StanzaPlan};
+use super::plan::{Copy, DestInfo, Planner, StanzaPlan};
 use super::transfer::{TransferContext, VerifierFactory, copy_object, put_bytes};
 use super::validate::validate_destination;
 use crate::layers::{BandwidthLimiter, RetryPolicy};
@@ -164,64 +166,14 @@ async fn run(
                 job.source.describe()
             ))
         })?;
-
-    let src = list_stanza(&job.source, stanza).await?;
-    let dest = list_stanza(&job.dest, stanza).await?;
-
-    let mut dest_info = DestInfo::default();
-    for (slot, key) in [
-        (&mut dest_info.archive_info, archive_info_key.clone()),
-        (
-            &mut dest_info.archive_info_copy,
-            format!("{archive_info_key}.copy"),
-        ),
-        (&mut dest_info.backup_info, backup_info_key.clone()),
-        (
-            &mut dest_info.backup_info_copy,
-            format!("{backup_info_key}.copy"),
-        ),
-    ] {
-        if dest.contains_key(&key) {
-            *slot = read_optional(&job.dest, &key).await?;
-        }
-    }
-
-    let plan = plan::build(
-        &job.source,
-        stanza,
-        backup_info,
-        archive_info,
-        &src,
-        &dest,
-        dest_info,
-    )
-    .await?;
-    let (files, bytes) = plan.totals();
-    report.planned_files = files;
-    report.planned_bytes = bytes;
-    report.unchanged_files = plan.unchanged_files;
-    report.unchanged_bytes = plan.unchanged_bytes;
-    report.backups = plan.backups.iter().map(|b| b.to_string()).collect();
-    report.repaired = plan
-        .copies()
-        .filter(|c| matches!(c.reason, Reason::Repair { .. }))
-        .count() as u64;
-    for w in &plan.warnings {
-        observer.warning(&job.name, w);
-    }
-    report.warnings = plan.warnings.clone();
-    observer.planned(&job.name, files, bytes);
-    tracing::info!(
-        stanza,
-        files,
-        bytes,
-        unchanged = plan.unchanged_files,
-        backups = plan.backups.len(),
-        "sync plan"
-    );
-    if opts.dry_run {
-        return Ok(());
-    }
+    let dest_info = read_dest_info(&job.dest, &archive_info_key, &backup_info_key).await?;
+    let mut planner = Planner::new(&job.source, stanza, backup_info, archive_info, &dest_info)?;
+    report.backups = planner
+        .plan()
+        .backups
+        .iter()
+        .map(|b| b.to_string())
+        .collect();
 
     let ctx = TransferContext {
         source: job.source.clone(),
@@ -243,13 +195,141 @@ async fn run(
     if let Some(s) = &ctx.server_side {
         tracing::info!(stanza, source = %s.bucket, "copying server-side");
     }
-    publish(&ctx, opts, &plan, report).await?;
+    let (bootstrap_files, bootstrap_bytes) = planner.plan().bootstrap_totals();
+    observer.planned(&job.name, bootstrap_files, bootstrap_bytes);
+    if !opts.dry_run {
+        bootstrap(&ctx, planner.plan(), report).await?;
+    }
+
+    // The payload moves while the source is still being listed: the planner hands each object
+    // that must move to the transfers at once.
+    ctx.observer.phase(&report.name, "payload");
+    let source_listing = StanzaListing::start(&job.source, stanza)?;
+    let dest_listing = StanzaListing::start(&job.dest, stanza)?;
+    let (copies, queued) = mpsc::channel::<Copy>(PLANNED_AHEAD);
+    let planning = plan_stanza(
+        &mut planner,
+        source_listing,
+        DestCursor::new(dest_listing),
+        (!opts.dry_run).then_some(copies),
+        &ctx,
+    );
+    let copying = async {
+        if opts.dry_run {
+            return Copied::default();
+        }
+        copy_all(&ctx, opts, queued).await
+    };
+    let (planned, copied) = tokio::join!(planning, copying);
+    report.copied_files += copied.files;
+    report.copied_bytes += copied.bytes;
+    planned?;
+    if let Some(e) = copied.error {
+        return Err(e);
+    }
+    let plan = planner.finish()?;
+
+    let (files, bytes) = plan.totals();
+    let (tail_files, tail_bytes) = plan.tail_totals();
+    observer.planned(&job.name, tail_files, tail_bytes);
+    report.planned_files = files;
+    report.planned_bytes = bytes;
+    report.unchanged_files = plan.unchanged_files;
+    report.unchanged_bytes = plan.unchanged_bytes;
+    report.repaired = plan.repaired;
+    for w in &plan.warnings {
+        observer.warning(&job.name, w);
+    }
+    report.warnings = plan.warnings.clone();
+    tracing::info!(
+        stanza,
+        files,
+        bytes,
+        unchanged = plan.unchanged_files,
+        backups = plan.backups.len(),
+        "sync plan"
+    );
+    if opts.dry_run {
+        return Ok(());
+    }
+    publish_tail(&ctx, opts, &plan, report).await?;
 
     if opts.validate {
         observer.phase(&job.name, "validate");
         validate_destination(&job.dest, stanza).await?;
     }
     Ok(())
+}
+
+/// Copies planned ahead of the transfers: enough to keep every transfer busy, few enough that
+/// a plan of millions of objects costs nothing here.
+const PLANNED_AHEAD: usize = 256;
+/// How often the growing plan is reported to the observer while the listing goes on.
+const PLAN_REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Walks the source listing beside the destination's, sending each payload copy to `copies`
+/// (`None`: a dry run) and telling the observer how the plan grows.
+async fn plan_stanza(
+    planner: &mut Planner,
+    mut source: StanzaListing,
+    mut dest: DestCursor,
+    copies: Option<mpsc::Sender<Copy>>,
+    ctx: &TransferContext,
+) -> Result<(), SyncError> {
+    let mut unreported = (0u64, 0u64);
+    let mut reported_at = Instant::now();
+    let result = async {
+        while let Some(meta) = source.next().await? {
+            let at_dest = dest.find(meta.key.as_str()).await?;
+            let Some(copy) = planner.consider(&meta, at_dest.as_ref()).await? else {
+                continue;
+            };
+            unreported.0 += 1;
+            unreported.1 += copy.size;
+            if reported_at.elapsed() >= PLAN_REPORT_EVERY {
+                ctx.observer
+                    .planned(&ctx.stanza, unreported.0, unreported.1);
+                unreported = (0, 0);
+                reported_at = Instant::now();
+            }
+            if let Some(tx) = &copies
+                && tx.send(copy).await.is_err()
+            {
+                break; // the transfers stopped after a failure; theirs is the error reported
+            }
+        }
+        Ok(())
+    }
+    .await;
+    ctx.observer
+        .planned(&ctx.stanza, unreported.0, unreported.1);
+    if result.is_err() {
+        // Nothing planned after this will be published: stop the transfers' retries too.
+        ctx.abandon.store(true, Ordering::Relaxed);
+    }
+    result
+}
+
+/// The destination's info files as they are now (raw bytes; a missing file is `None`).
+async fn read_dest_info(
+    dest: &DynProvider,
+    archive_info_key: &str,
+    backup_info_key: &str,
+) -> Result<DestInfo, SyncError> {
+    let archive_copy = format!("{archive_info_key}.copy");
+    let backup_copy = format!("{backup_info_key}.copy");
+    let (archive_info, archive_info_copy, backup_info, backup_info_copy) = tokio::try_join!(
+        read_optional(dest, archive_info_key),
+        read_optional(dest, &archive_copy),
+        read_optional(dest, backup_info_key),
+        read_optional(dest, &backup_copy),
+    )?;
+    Ok(DestInfo {
+        archive_info,
+        archive_info_copy,
+        backup_info,
+        backup_info_copy,
+    })
 }
 
 fn key(s: &str) -> Result<ObjectKey, SyncError> {
@@ -265,18 +345,28 @@ async fn barrier(ctx: &TransferContext) -> Result<(), SyncError> {
     })
 }
 
-async fn publish(
+fn info_keys(stanza: &str) -> Result<[ObjectKey; 4], SyncError> {
+    Ok([
+        key(&format!("archive/{stanza}/archive.info"))?,
+        key(&format!("archive/{stanza}/archive.info.copy"))?,
+        key(&format!("backup/{stanza}/backup.info"))?,
+        key(&format!("backup/{stanza}/backup.info.copy"))?,
+    ])
+}
+
+/// A new stanza at the destination: archive.info, then an empty backup.info, so it is valid
+/// and empty before the first byte of payload lands.
+async fn bootstrap(
     ctx: &TransferContext,
-    opts: &SyncOptions,
     plan: &StanzaPlan,
     report: &mut StanzaReport,
 ) -> Result<(), SyncError> {
-    let stanza = report.stanza.clone();
-    let archive_info_key = key(&format!("archive/{stanza}/archive.info"))?;
-    let archive_info_copy = key(&format!("archive/{stanza}/archive.info.copy"))?;
-    let backup_info_key = key(&format!("backup/{stanza}/backup.info"))?;
-    let backup_info_copy = key(&format!("backup/{stanza}/backup.info.copy"))?;
-
+    let [
+        archive_info_key,
+        archive_info_copy,
+        backup_info_key,
+        backup_info_copy,
+    ] = info_keys(&report.stanza)?;
     if plan.bootstrap_archive_info {
         ctx.observer.phase(&report.name, "archive.info");
         for k in [&archive_info_key, &archive_info_copy] {
@@ -285,7 +375,6 @@ async fn publish(
         }
     }
     if let Some(empty) = &plan.bootstrap_backup_info {
-        // A new stanza: valid and empty before the first byte of payload lands.
         barrier(ctx).await?;
         for k in [&backup_info_key, &backup_info_copy] {
             put_bytes(ctx, k, empty.clone()).await?;
@@ -293,9 +382,23 @@ async fn publish(
         }
         barrier(ctx).await?;
     }
+    Ok(())
+}
 
-    ctx.observer.phase(&report.name, "payload");
-    copy_all(ctx, opts, &plan.payload, report).await?;
+/// After the payload: barrier → manifests (oldest backup first) and history → barrier →
+/// archive.info → barrier → backup.info → backup.info.copy.
+async fn publish_tail(
+    ctx: &TransferContext,
+    opts: &SyncOptions,
+    plan: &StanzaPlan,
+    report: &mut StanzaReport,
+) -> Result<(), SyncError> {
+    let [
+        archive_info_key,
+        archive_info_copy,
+        backup_info_key,
+        backup_info_copy,
+    ] = info_keys(&report.stanza)?;
     barrier(ctx).await?;
 
     ctx.observer.phase(&report.name, "manifests");
@@ -304,7 +407,19 @@ async fn publish(
             copy_one(ctx, c, report).await?;
         }
     }
-    copy_all(ctx, opts, &plan.history, report).await?;
+    let (history, queued) = mpsc::channel(plan.history.len().max(1));
+    for c in &plan.history {
+        history
+            .try_send(c.clone())
+            .expect("the channel holds every history file");
+    }
+    drop(history);
+    let copied = copy_all(ctx, opts, queued).await;
+    report.copied_files += copied.files;
+    report.copied_bytes += copied.bytes;
+    if let Some(e) = copied.error {
+        return Err(e);
+    }
     barrier(ctx).await?;
 
     ctx.observer.phase(&report.name, "info");
@@ -356,62 +471,71 @@ async fn copy_one(
     Ok(())
 }
 
-/// Copies objects in parallel under the run-wide transfer budget. Each transfer is its own task,
-/// so verification (hashing, decompression) runs on every worker thread, not only on the one
-/// driving this stanza. After the first failure no new transfer starts, but those in flight
-/// finish (so none is cut off half-written); every error is logged and the first is returned.
+/// What a [`copy_all`] moved, and its first error.
+#[derive(Default)]
+struct Copied {
+    files: u64,
+    bytes: u64,
+    error: Option<SyncError>,
+}
+
+/// Copies objects, as they arrive, in parallel under the run-wide transfer budget. Each
+/// transfer is its own task, so verification (hashing, decompression) runs on every worker
+/// thread, not only on the one driving this stanza. After the first failure (or once the
+/// stanza is abandoned) no new transfer starts, but those in flight finish (so none is cut off
+/// half-written); every error is logged and the first is returned.
 async fn copy_all(
     ctx: &TransferContext,
     opts: &SyncOptions,
-    copies: &[Copy],
-    report: &mut StanzaReport,
-) -> Result<(), SyncError> {
+    mut copies: mpsc::Receiver<Copy>,
+) -> Copied {
     let mut tasks: JoinSet<Transferred> = JoinSet::new();
-    let mut first_error: Option<SyncError> = None;
-    for c in copies {
+    let mut copied = Copied::default();
+    while let Some(c) = copies.recv().await {
         // Only as many tasks as transfer permits: a plan of 100,000 copies costs no memory here.
         let permit = loop {
             tokio::select! {
                 biased;
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    settle(joined, report, &mut first_error);
+                    settle(joined, &mut copied);
                 }
                 p = opts.transfers.clone().acquire_owned() => {
                     break p.expect("transfer semaphore is never closed");
                 }
             }
         };
-        if first_error.is_some() {
-            break; // an earlier transfer failed: start nothing new
+        if copied.error.is_some() || ctx.abandon.load(Ordering::Relaxed) {
+            break; // an earlier transfer failed, or planning did: start nothing new
         }
         let ctx = ctx.clone();
-        let c = c.clone();
         tasks.spawn(async move {
             let _permit = permit;
             let r = copy_object(&ctx, &c.key, c.size, &factory(&c)).await;
             (c.key, r)
         });
     }
+    // Dropping the queue tells the planner to stop.
+    drop(copies);
     while let Some(joined) = tasks.join_next().await {
-        settle(joined, report, &mut first_error);
+        settle(joined, &mut copied);
     }
-    first_error.map_or(Ok(()), Err)
+    copied
 }
 
 type Transferred = (ObjectKey, Result<u64, SyncError>);
 
-fn settle(
-    joined: Result<Transferred, JoinError>,
-    report: &mut StanzaReport,
-    first_error: &mut Option<SyncError>,
-) {
+fn settle(joined: Result<Transferred, JoinError>, copied: &mut Copied) {
     let error = match joined {
-        Ok((_, Ok(n))) => return count(report, n),
+        Ok((_, Ok(n))) => {
+            copied.files += 1;
+            copied.bytes += n;
+            return;
+        }
         Ok((key, Err(e))) => {
             tracing::error!(key = %key, error = %e, "transfer failed");
             e
         }
         Err(e) => SyncError::Internal(format!("a transfer task ended abnormally: {e}")),
     };
-    first_error.get_or_insert(error);
+    copied.error.get_or_insert(error);
 }

@@ -5,6 +5,7 @@
 mod engine;
 mod error;
 mod inventory;
+mod listing;
 mod observer;
 mod plan;
 mod prune;

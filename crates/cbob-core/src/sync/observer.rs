@@ -2,7 +2,8 @@
 
 /// Receives progress from the engine. Every method has a no-op default.
 pub trait SyncObserver: Send + Sync {
-    /// The plan of one stanza is known: this many files and bytes will move.
+    /// The plan of one stanza grew by this many files and bytes (called as the listing goes on;
+    /// the sum of the calls is the plan).
     fn planned(&self, _stanza: &str, _files: u64, _bytes: u64) {}
     /// Bytes of some object arrived at the destination.
     fn bytes(&self, _stanza: &str, _n: u64) {}
