@@ -1,12 +1,15 @@
 //! [`AzureProvider`]: the [`StorageProvider`] over the Azure Blob Storage SDK.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use azure_core::error::CheckSuccessOptions;
-use azure_core::http::{Context, Method, PipelineStreamOptions, Request, StatusCode};
+use azure_core::http::{
+    Context, Method, PipelineSendOptions, PipelineStreamOptions, Request, StatusCode, UrlExt,
+};
 use azure_storage_blob::models::{
     BlobClientGetPropertiesResultHeaders, BlobClientStartCopyFromUrlOptions,
     BlobClientStartCopyFromUrlResultHeaders, BlobContainerClientListBlobsOptions, CopyStatus,
@@ -19,6 +22,7 @@ use cbob_core::storage::{
     collect_stream,
 };
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use serde::Deserialize;
 
 use crate::client::{Clients, Handle};
 use crate::config::{AccessTier, AzureAuth, AzureConfig, MAX_OBJECT_SIZE};
@@ -55,6 +59,34 @@ impl Shared {
         }
     }
 
+    /// The provider-relative directory of a listed `BlobPrefix` (`<root>/a/b/` → `a/b/`), or
+    /// `None` for one that breaks the key rules (`a//`, from a name `list` skips as well).
+    fn relative_dir(&self, name: &EntryName) -> Option<KeyPrefix> {
+        if name.encoded == Some(true) {
+            // Only names with characters XML cannot carry are encoded: control characters,
+            // which the key rules reject anyway.
+            tracing::warn!(provider = %self.describe, prefix = %name.text, "skipping a directory whose name holds control characters");
+            return None;
+        }
+        let full = name.text.as_str();
+        let rel = if self.cfg.prefix.is_empty() {
+            full
+        } else {
+            full.strip_prefix(self.cfg.prefix.as_str())?
+                .strip_prefix('/')?
+        };
+        if rel.is_empty() || !rel.ends_with('/') {
+            return None;
+        }
+        match KeyPrefix::new(rel) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(provider = %self.describe, prefix = rel, error = %e, "skipping a directory whose name breaks the key rules");
+                None
+            }
+        }
+    }
+
     /// The provider-relative key of a listed blob, or `None` for names the provider never
     /// yields (directory markers, names that break the key rules).
     fn relative_key(&self, full: &str) -> Option<ObjectKey> {
@@ -75,6 +107,44 @@ impl Shared {
             }
         }
     }
+}
+
+/// One page of List Blobs with delimiter `/` (the SDK's `list_blobs` cannot send a delimiter):
+/// only what `list_prefixes` reads, the `BlobPrefix` entries and the marker of the next page.
+#[derive(Deserialize)]
+struct HierarchyPage {
+    #[serde(rename = "Blobs", default)]
+    blobs: HierarchyEntries,
+    #[serde(rename = "NextMarker", default)]
+    next_marker: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct HierarchyEntries {
+    /// `Blob` and `BlobPrefix` elements come interleaved, in name order.
+    #[serde(rename = "$value", default)]
+    entries: Vec<HierarchyEntry>,
+}
+
+#[derive(Deserialize)]
+enum HierarchyEntry {
+    Blob(serde::de::IgnoredAny),
+    BlobPrefix(BlobPrefixEntry),
+}
+
+#[derive(Deserialize)]
+struct BlobPrefixEntry {
+    #[serde(rename = "Name")]
+    name: EntryName,
+}
+
+#[derive(Deserialize)]
+struct EntryName {
+    /// Set when the service percent-encoded a name holding characters XML cannot carry.
+    #[serde(rename = "@Encoded", default)]
+    encoded: Option<bool>,
+    #[serde(rename = "$text", default)]
+    text: String,
 }
 
 fn md5_of(v: Option<Vec<u8>>) -> Option<[u8; 16]> {
@@ -382,6 +452,68 @@ impl StorageProvider for AzureProvider {
         })
         .try_flatten()
         .boxed()
+    }
+
+    async fn list_prefixes(&self, prefix: &KeyPrefix) -> StorageResult<Vec<KeyPrefix>> {
+        let s = &self.shared;
+        let blob_prefix = s.list_prefix(prefix);
+        let ctx = s.ctx("list directories", Some(prefix.as_str()));
+        // By name: sorted and each once, whatever the pages say.
+        let mut dirs = BTreeMap::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = s
+                .clients
+                .call(&ctx, |h| {
+                    let blob_prefix = blob_prefix.clone();
+                    let marker = marker.clone();
+                    async move {
+                        // The request the SDK's `list_blobs` sends, plus the delimiter, through
+                        // the same policies (auth, retry); the container URL carries any SAS.
+                        let mut url = h.container.url().clone();
+                        let mut query = url.query_builder();
+                        query
+                            .set_pair("restype", "container")
+                            .set_pair("comp", "list")
+                            .set_pair("delimiter", "/")
+                            .set_pair("maxresults", s.cfg.list_page_size.to_string());
+                        if !blob_prefix.is_empty() {
+                            query.set_pair("prefix", blob_prefix);
+                        }
+                        if let Some(marker) = marker {
+                            query.set_pair("marker", marker);
+                        }
+                        query.build();
+                        let mut request = Request::new(url, Method::Get);
+                        request.insert_header("accept", "application/xml");
+                        request.insert_header("x-ms-version", h.version.to_string());
+                        let options = PipelineSendOptions {
+                            check_success: CheckSuccessOptions {
+                                success_codes: &[200],
+                            },
+                            ..Default::default()
+                        };
+                        let response = h
+                            .raw
+                            .send(&Context::new(), &mut request, Some(options))
+                            .await?;
+                        azure_core::xml::from_xml::<_, HierarchyPage>(response.body())
+                    }
+                })
+                .await?;
+            for entry in page.blobs.entries {
+                if let HierarchyEntry::BlobPrefix(p) = entry
+                    && let Some(dir) = s.relative_dir(&p.name)
+                {
+                    dirs.insert(dir.as_str().to_string(), dir);
+                }
+            }
+            marker = page.next_marker.filter(|m| !m.is_empty());
+            if marker.is_none() {
+                break;
+            }
+        }
+        Ok(dirs.into_values().collect())
     }
 
     async fn head(&self, key: &ObjectKey) -> StorageResult<ObjectMeta> {

@@ -1,5 +1,6 @@
 //! [`GcsProvider`]: the [`StorageProvider`] over the GCS JSON API (`gcloud-storage`).
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -51,6 +52,27 @@ impl Shared {
     /// The object-name prefix to list for a provider-relative prefix.
     fn list_prefix(&self, prefix: &KeyPrefix) -> String {
         self.cfg.full_key(prefix.as_str())
+    }
+
+    /// The provider-relative directory of a listed prefix (`<root>/a/b/` → `a/b/`), or `None`
+    /// for one that breaks the key rules (`a//`, from a name `list` skips as well).
+    fn relative_dir(&self, full: &str) -> Option<KeyPrefix> {
+        let rel = if self.cfg.prefix.is_empty() {
+            full
+        } else {
+            full.strip_prefix(self.cfg.prefix.as_str())?
+                .strip_prefix('/')?
+        };
+        if rel.is_empty() || !rel.ends_with('/') {
+            return None;
+        }
+        match KeyPrefix::new(rel) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(provider = %self.describe, prefix = rel, error = %e, "skipping a directory whose name breaks the key rules");
+                None
+            }
+        }
     }
 
     /// The provider-relative key of a listed object, or `None` for names the provider never
@@ -285,6 +307,43 @@ impl StorageProvider for GcsProvider {
         })
         .try_flatten()
         .boxed()
+    }
+
+    async fn list_prefixes(&self, prefix: &KeyPrefix) -> StorageResult<Vec<KeyPrefix>> {
+        let s = &self.shared;
+        let gcs_prefix = s.list_prefix(prefix);
+        // By name: sorted and each once, whatever the pages say.
+        let mut dirs = BTreeMap::new();
+        let mut token: Option<String> = None;
+        loop {
+            let request = ListObjectsRequest {
+                bucket: s.cfg.bucket.clone(),
+                prefix: (!gcs_prefix.is_empty()).then(|| gcs_prefix.clone()),
+                delimiter: Some("/".to_string()),
+                max_results: Some(s.cfg.list_page_size),
+                page_token: token.take(),
+                ..ListObjectsRequest::default()
+            };
+            let out = s.client.list_objects(&request).await.map_err(|e| {
+                to_storage_error(
+                    e,
+                    NotFoundMeans::Bucket,
+                    &s.ctx("list directories", Some(prefix.as_str())),
+                )
+            })?;
+            dirs.extend(
+                out.prefixes
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|p| s.relative_dir(p))
+                    .map(|d| (d.as_str().to_string(), d)),
+            );
+            token = out.next_page_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(dirs.into_values().collect())
     }
 
     async fn head(&self, key: &ObjectKey) -> StorageResult<ObjectMeta> {

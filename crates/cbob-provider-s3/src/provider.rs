@@ -1,5 +1,6 @@
 //! [`S3Provider`]: the [`StorageProvider`] over aws-sdk-s3.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -67,6 +68,27 @@ impl Shared {
             Ok(k) => Some(k),
             Err(e) => {
                 tracing::warn!(provider = %self.describe, key = rel, error = %e, "skipping an object whose key breaks the key rules");
+                None
+            }
+        }
+    }
+
+    /// The provider-relative directory of a listed common prefix (`<root>/a/b/` → `a/b/`), or
+    /// `None` for one that breaks the key rules (`a//`, from a key `list` skips as well).
+    fn relative_dir(&self, full: &str) -> Option<KeyPrefix> {
+        let rel = if self.cfg.prefix.is_empty() {
+            full
+        } else {
+            full.strip_prefix(self.cfg.prefix.as_str())?
+                .strip_prefix('/')?
+        };
+        if rel.is_empty() || !rel.ends_with('/') {
+            return None;
+        }
+        match KeyPrefix::new(rel) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(provider = %self.describe, prefix = rel, error = %e, "skipping a directory whose name breaks the key rules");
                 None
             }
         }
@@ -380,6 +402,41 @@ impl StorageProvider for S3Provider {
         })
         .try_flatten()
         .boxed()
+    }
+
+    async fn list_prefixes(&self, prefix: &KeyPrefix) -> StorageResult<Vec<KeyPrefix>> {
+        let s = &self.shared;
+        let s3_prefix = s.list_prefix(prefix);
+        let ctx = s.ctx("list directories", Some(prefix.as_str()));
+        // By name: sorted and each once, whatever the pages say (a page holds up to 1,000
+        // objects and common prefixes together).
+        let mut dirs = BTreeMap::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = s
+                .clients
+                .call(&ctx, |c| {
+                    c.list_objects_v2()
+                        .bucket(&s.cfg.bucket)
+                        .prefix(&s3_prefix)
+                        .delimiter("/")
+                        .set_continuation_token(token.clone())
+                        .send()
+                })
+                .await?;
+            dirs.extend(
+                out.common_prefixes
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|cp| s.relative_dir(cp.prefix.as_deref()?))
+                    .map(|d| (d.as_str().to_string(), d)),
+            );
+            token = out.next_continuation_token.filter(|t| !t.is_empty());
+            if !out.is_truncated.unwrap_or(false) || token.is_none() {
+                break;
+            }
+        }
+        Ok(dirs.into_values().collect())
     }
 
     async fn head(&self, key: &ObjectKey) -> StorageResult<ObjectMeta> {

@@ -51,6 +51,11 @@ impl StorageProvider for Preview {
         self.inner.list(prefix)
     }
 
+    async fn list_prefixes(&self, prefix: &KeyPrefix) -> StorageResult<Vec<KeyPrefix>> {
+        // As `list`: the replaced content changes no key, so the directories are the inner ones.
+        self.inner.list_prefixes(prefix).await
+    }
+
     async fn head(&self, key: &ObjectKey) -> StorageResult<ObjectMeta> {
         if key == &self.key {
             return Ok(ObjectMeta::new(key.clone(), self.bytes.len() as u64));
@@ -92,5 +97,36 @@ impl StorageProvider for Preview {
 
     async fn check(&self, _mode: CheckMode) -> StorageResult<()> {
         self.inner.check(CheckMode::Read).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::storage::list_dirs;
+    use crate::storage::local::LocalProvider;
+    use crate::testkit::{FailurePlan, FlakyProvider};
+
+    /// The preview answers directory listings from the destination's own delimiter listing
+    /// (no full listing), and the replaced object adds or hides no directory.
+    #[tokio::test]
+    async fn directory_listing_reaches_the_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let local: DynProvider = Arc::new(LocalProvider::new(dir.path()).unwrap());
+        let info = ObjectKey::new("backup/s1/backup.info").unwrap();
+        local
+            .put(&info, Body::from_bytes("old"), &PutOptions::default())
+            .await
+            .unwrap();
+        let counted = Arc::new(FlakyProvider::new(local, FailurePlan::transient(0)));
+        let preview = Preview::new(counted.clone(), info, Bytes::from_static(b"new"));
+        let dirs = list_dirs(&preview, &KeyPrefix::new("backup/").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(dirs, [KeyPrefix::new("backup/s1/").unwrap()]);
+        assert_eq!(counted.calls("list_prefixes"), 1);
+        assert_eq!(counted.calls("list"), 0);
     }
 }

@@ -132,6 +132,10 @@ impl StorageProvider for BandwidthProvider {
         self.inner.list(prefix)
     }
 
+    async fn list_prefixes(&self, prefix: &KeyPrefix) -> StorageResult<Vec<KeyPrefix>> {
+        self.inner.list_prefixes(prefix).await
+    }
+
     async fn head(&self, key: &ObjectKey) -> StorageResult<ObjectMeta> {
         self.inner.head(key).await
     }

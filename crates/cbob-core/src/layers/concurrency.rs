@@ -95,6 +95,11 @@ impl StorageProvider for ConcurrencyLimitProvider {
         .boxed()
     }
 
+    async fn list_prefixes(&self, prefix: &KeyPrefix) -> StorageResult<Vec<KeyPrefix>> {
+        let _p = self.permit().await?;
+        self.inner.list_prefixes(prefix).await
+    }
+
     async fn head(&self, key: &ObjectKey) -> StorageResult<ObjectMeta> {
         let _p = self.permit().await?;
         self.inner.head(key).await

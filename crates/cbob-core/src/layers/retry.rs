@@ -3,7 +3,8 @@
 //! [`RetryProvider`] wraps any provider: head/delete/copy/barrier/check and in-memory puts are
 //! retried whole; a streamed put cannot be replayed, so its caller (the sync engine) retries the
 //! whole transfer; a `get` whose stream breaks mid-way resumes with a ranged read from the byte
-//! it stopped at; a listing that breaks restarts and skips the keys it already yielded.
+//! it stopped at; a listing that breaks restarts and skips the keys it already yielded; a
+//! directory listing (`list_prefixes`) is retried whole.
 
 use std::future::Future;
 use std::ops::Range;
@@ -166,6 +167,14 @@ impl StorageProvider for RetryProvider {
             }
         })
         .boxed()
+    }
+
+    async fn list_prefixes(&self, prefix: &KeyPrefix) -> StorageResult<Vec<KeyPrefix>> {
+        // One answer, not a stream: a failed attempt is simply asked again.
+        retry(&self.policy, "list directories", || {
+            self.inner.list_prefixes(prefix)
+        })
+        .await
     }
 
     async fn head(&self, key: &ObjectKey) -> StorageResult<ObjectMeta> {

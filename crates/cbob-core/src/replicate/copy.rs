@@ -119,6 +119,10 @@ impl StorageProvider for CopyFallback {
         self.inner.list(prefix)
     }
 
+    async fn list_prefixes(&self, prefix: &KeyPrefix) -> StorageResult<Vec<KeyPrefix>> {
+        self.inner.list_prefixes(prefix).await
+    }
+
     async fn head(&self, key: &ObjectKey) -> StorageResult<ObjectMeta> {
         self.inner.head(key).await
     }
@@ -246,6 +250,30 @@ mod tests {
         assert_eq!((stats.server_side, stats.streamed), (0, 2));
         assert!(layer.refused.load(Ordering::Relaxed));
         assert!(stats.refusal.is_some());
+    }
+
+    /// Discovery lists the replica's directories through this layer: it must reach the
+    /// replica's delimiter listing, not fall back to listing every object.
+    #[tokio::test]
+    async fn directory_listing_reaches_the_replica() {
+        use crate::testkit::{FailurePlan, FlakyProvider};
+        let dir = tempfile::tempdir().unwrap();
+        let primary: DynProvider = Arc::new(LocalProvider::new(dir.path().join("p")).unwrap());
+        let local: DynProvider = Arc::new(LocalProvider::new(dir.path().join("r")).unwrap());
+        let key = ObjectKey::new("backup/s1/backup.info").unwrap();
+        local
+            .put(&key, Body::from_bytes("x"), &PutOptions::default())
+            .await
+            .unwrap();
+        let counted = Arc::new(FlakyProvider::new(local, FailurePlan::transient(0)));
+        let layer = CopyFallback::new(counted.clone(), primary, None);
+        let prefix = KeyPrefix::new("backup/").unwrap();
+        let dirs = crate::storage::list_dirs(layer.as_ref(), &prefix)
+            .await
+            .unwrap();
+        assert_eq!(dirs, [KeyPrefix::new("backup/s1/").unwrap()]);
+        assert_eq!(counted.calls("list_prefixes"), 1);
+        assert_eq!(counted.calls("list"), 0);
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 
 mod body;
 pub mod credentials;
+mod direct;
 mod error;
 mod key;
 pub mod local;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use futures::stream::BoxStream;
 
 pub use body::{Body, ByteStream, collect_stream};
@@ -106,6 +108,8 @@ pub struct Capabilities {
 /// - keys are [`ObjectKey`]s relative to the provider's root/prefix; validation happens before any I/O;
 /// - `list` yields every object under a prefix exactly once, in ascending byte order of key,
 ///   across as many pages as the service needs; it never yields "directories";
+/// - `list_prefixes` (where implemented) gives the "directories" right below a prefix, the way
+///   a delimiter listing does: a request per page of directories, not per page of objects;
 /// - `get` streams the object (or a byte range of it) without buffering it whole;
 /// - `put` streams a body of known size; the object becomes visible only once complete and only
 ///   if exactly `size` bytes arrived, replacing any previous object atomically;
@@ -120,6 +124,21 @@ pub trait StorageProvider: Send + Sync + fmt::Debug {
 
     /// Lists every object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &KeyPrefix) -> BoxStream<'static, StorageResult<ObjectMeta>>;
+
+    /// The "directories" directly below `prefix`: every distinct `prefix + name + "/"` that
+    /// starts the key of at least one object (S3 ListObjectsV2 with delimiter `/`, Azure
+    /// BlobPrefix, GCS `prefixes`). Sorted by byte order, each once, across every page; keys
+    /// right below `prefix` (no further `/`) are not reported, and a missing prefix is an empty
+    /// answer. Like `list`, matching is by string: `backup/st` finds `backup/stanza/`. A name
+    /// that would break the key rules (`a//`) is skipped, as `list` skips such keys. Object
+    /// stores may also report a directory that holds only a console-made "directory marker".
+    ///
+    /// Callers should use [`list_dirs`], which falls back to `list` when a provider (or a
+    /// wrapper that does not forward this method) answers `Unsupported`, the default.
+    async fn list_prefixes(&self, prefix: &KeyPrefix) -> StorageResult<Vec<KeyPrefix>> {
+        let _ = prefix;
+        Err(StorageError::unsupported("listing by delimiter"))
+    }
 
     /// Metadata of one object; `NotFound` when missing.
     async fn head(&self, key: &ObjectKey) -> StorageResult<ObjectMeta>;
@@ -192,4 +211,223 @@ pub async fn read_to_bytes(
 ) -> StorageResult<bytes::Bytes> {
     let stream = provider.get(key, None).await?;
     collect_stream(stream).await
+}
+
+/// The "directories" directly below `prefix` (see [`StorageProvider::list_prefixes`]): one
+/// delimiter listing where the provider offers it; otherwise, when it answers `Unsupported`
+/// (a provider or wrapper that does not implement it), the same answer derived from a full
+/// `list` of `prefix`. Any other error is returned as it is.
+pub async fn list_dirs(
+    provider: &dyn StorageProvider,
+    prefix: &KeyPrefix,
+) -> StorageResult<Vec<KeyPrefix>> {
+    match provider.list_prefixes(prefix).await {
+        Err(e) if e.kind() == StorageErrorKind::Unsupported => {
+            tracing::debug!(provider = %provider.describe(), %prefix, "no delimiter listing; deriving directories from a full listing");
+            dirs_from_listing(provider, prefix).await
+        }
+        other => other,
+    }
+}
+
+/// `list_prefixes` computed from `list`: each key's part up to the first `/` after `prefix`.
+async fn dirs_from_listing(
+    provider: &dyn StorageProvider,
+    prefix: &KeyPrefix,
+) -> StorageResult<Vec<KeyPrefix>> {
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut stream = provider.list(prefix);
+    while let Some(meta) = stream.try_next().await? {
+        let key = meta.key.as_str();
+        let Some(rest) = key.strip_prefix(prefix.as_str()) else {
+            continue;
+        };
+        if let Some(slash) = rest.find('/') {
+            let dir = &key[..prefix.as_str().len() + slash + 1];
+            // Keys are sorted, so a directory's keys are adjacent: skip the repeats cheaply.
+            if dirs.last().is_some_and(|last: &String| last == dir) {
+                continue;
+            }
+            dirs.insert(dir.to_string());
+        }
+    }
+    // Every listed key is valid, so each of its leading parts ending in '/' is a valid prefix.
+    dirs.into_iter().map(KeyPrefix::new).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::testkit::{FailurePlan, FlakyProvider};
+
+    /// A provider that implements only what the trait requires, as an older or third-party
+    /// wrapper would: `list_prefixes` is the default `Unsupported`.
+    #[derive(Debug)]
+    struct Plain {
+        inner: local::LocalProvider,
+        lists: AtomicU32,
+    }
+
+    #[async_trait]
+    impl StorageProvider for Plain {
+        fn describe(&self) -> String {
+            format!("plain({})", self.inner.describe())
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        fn list(&self, prefix: &KeyPrefix) -> BoxStream<'static, StorageResult<ObjectMeta>> {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            self.inner.list(prefix)
+        }
+        async fn head(&self, key: &ObjectKey) -> StorageResult<ObjectMeta> {
+            self.inner.head(key).await
+        }
+        async fn get(
+            &self,
+            key: &ObjectKey,
+            range: Option<Range<u64>>,
+        ) -> StorageResult<ByteStream> {
+            self.inner.get(key, range).await
+        }
+        async fn put(
+            &self,
+            key: &ObjectKey,
+            body: Body,
+            options: &PutOptions,
+        ) -> StorageResult<ObjectMeta> {
+            self.inner.put(key, body, options).await
+        }
+        async fn delete(&self, key: &ObjectKey) -> StorageResult<()> {
+            self.inner.delete(key).await
+        }
+        async fn check(&self, mode: CheckMode) -> StorageResult<()> {
+            self.inner.check(mode).await
+        }
+    }
+
+    fn prefix(s: &str) -> KeyPrefix {
+        KeyPrefix::new(s).unwrap()
+    }
+
+    async fn strings(dirs: StorageResult<Vec<KeyPrefix>>) -> Vec<String> {
+        dirs.unwrap()
+            .into_iter()
+            .map(|d| d.as_str().to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn list_dirs_derives_directories_from_a_listing_when_unsupported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = local::LocalProvider::new(tmp.path().join("root")).unwrap();
+        for key in ["a/x", "a/b/y", "a/b/z", "a-b/q", "c/w", "d/e/f/g", "top"] {
+            let key = ObjectKey::new(key).unwrap();
+            local
+                .put(&key, Body::from_bytes("x"), &PutOptions::default())
+                .await
+                .unwrap();
+        }
+        let plain = Plain {
+            inner: local.clone(),
+            lists: AtomicU32::new(0),
+        };
+        let e = plain.list_prefixes(&prefix("")).await.unwrap_err();
+        assert_eq!(e.kind(), StorageErrorKind::Unsupported);
+        let cases: [(&str, &[&str]); 8] = [
+            ("", &["a-b/", "a/", "c/", "d/"]),
+            ("a/", &["a/b/"]),
+            ("a/b/", &[]),
+            ("a", &["a-b/", "a/"]),
+            ("d/", &["d/e/"]),
+            ("d/e/", &["d/e/f/"]),
+            ("missing/", &[]),
+            ("top", &[]),
+        ];
+        for (i, (p, want)) in cases.into_iter().enumerate() {
+            let fallback = strings(list_dirs(&plain, &prefix(p)).await).await;
+            assert_eq!(fallback, want, "fallback for {p:?}");
+            assert_eq!(
+                plain.lists.load(Ordering::SeqCst),
+                i as u32 + 1,
+                "one full listing per call"
+            );
+            // The local provider's own delimiter listing gives the same answer.
+            assert_eq!(
+                strings(local.list_prefixes(&prefix(p)).await).await,
+                want,
+                "local list_prefixes for {p:?}"
+            );
+        }
+    }
+
+    /// Stanza discovery (`sync --source`, verify, replicate) reads one directory listing of
+    /// `backup/` and heads the info files, and finds what a full listing would.
+    #[tokio::test]
+    async fn stanzas_are_discovered_from_one_directory_listing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = local::LocalProvider::new(tmp.path().join("root")).unwrap();
+        for key in [
+            "backup/s1/backup.info",
+            "backup/s1/20260101-000000F/backup.manifest",
+            "backup/s2/backup.info.copy",
+            "backup/a/backup.info",
+            "backup/a-b/backup.info",
+            "backup/no-info/20260101-000000F/backup.manifest",
+            "backup/deep/sub/backup.info",
+            "backup/backup.info",
+            "archive/s3/archive.info",
+        ] {
+            let key = ObjectKey::new(key).unwrap();
+            local
+                .put(&key, Body::from_bytes("x"), &PutOptions::default())
+                .await
+                .unwrap();
+        }
+        let want = ["a", "a-b", "s1", "s2"];
+        let counted = Arc::new(FlakyProvider::new(
+            Arc::new(local.clone()),
+            FailurePlan::transient(0),
+        ));
+        let dyn_counted: DynProvider = counted.clone();
+        assert_eq!(
+            crate::sync::discover_stanzas(&dyn_counted).await.unwrap(),
+            want
+        );
+        assert_eq!(counted.calls("list_prefixes"), 1);
+        assert_eq!(counted.calls("list"), 0, "no listing of every backup file");
+        // backup.info for each of the six directories, and the copy where it is missing.
+        assert_eq!(counted.calls("head"), 6 + 3);
+        // A provider without delimiter listings finds the same stanzas.
+        let plain: DynProvider = Arc::new(Plain {
+            inner: local,
+            lists: AtomicU32::new(0),
+        });
+        assert_eq!(crate::sync::discover_stanzas(&plain).await.unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn list_dirs_returns_other_errors_without_a_full_listing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local: DynProvider = Arc::new(local::LocalProvider::new(tmp.path()).unwrap());
+        let plan = FailurePlan {
+            kind: StorageErrorKind::PermissionDenied,
+            ..FailurePlan::transient(1)
+        };
+        let flaky = FlakyProvider::new(local, plan);
+        let e = list_dirs(&flaky, &prefix("backup/")).await.unwrap_err();
+        assert_eq!(e.kind(), StorageErrorKind::PermissionDenied);
+        assert_eq!(flaky.calls("list_prefixes"), 1);
+        assert_eq!(flaky.calls("list"), 0, "only Unsupported falls back");
+        // Once the provider answers, list_dirs uses its answer (an empty store: no directories).
+        assert!(
+            list_dirs(&flaky, &prefix("backup/"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(flaky.calls("list"), 0);
+    }
 }

@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::error::SyncError;
 use crate::repo::{InfoVerifier, RepoError, StreamVerifier};
 use crate::storage::{
-    DynProvider, KeyPrefix, ObjectKey, ObjectMeta, StorageErrorKind, read_to_bytes,
+    DynProvider, KeyPrefix, ObjectKey, ObjectMeta, StorageErrorKind, list_dirs, read_to_bytes,
 };
 
 /// Every object of one stanza, by key.
@@ -30,22 +30,48 @@ pub async fn list_stanza(provider: &DynProvider, stanza: &str) -> Result<Invento
     Ok(inv)
 }
 
-/// Stanzas present in a repository: directories of `backup/` that hold a `backup.info`.
+/// Stanzas present in a repository: directories of `backup/` that hold a `backup.info` (or
+/// its `.copy`). One delimiter listing of `backup/` (not a listing of every backup file) and a
+/// `head` per directory, a few at a time.
 pub async fn discover_stanzas(provider: &DynProvider) -> Result<Vec<String>, SyncError> {
+    /// Heads in flight at once: enough to hide latency, few enough for a rate-limited source.
+    const CONCURRENT_HEADS: usize = 8;
     let prefix = KeyPrefix::new("backup/").expect("valid prefix");
-    let mut stanzas = std::collections::BTreeSet::new();
-    let mut stream = provider.list(&prefix);
-    while let Some(meta) = stream
-        .try_next()
+    let dirs = list_dirs(provider.as_ref(), &prefix)
         .await
-        .map_err(|e| SyncError::storage(format!("listing {} backup/", provider.describe()), e))?
-    {
-        let parts: Vec<&str> = meta.key.as_str().split('/').collect();
-        if let ["backup", stanza, "backup.info" | "backup.info.copy"] = parts.as_slice() {
-            stanzas.insert((*stanza).to_string());
-        }
-    }
-    Ok(stanzas.into_iter().collect())
+        .map_err(|e| SyncError::storage(format!("listing {} backup/", provider.describe()), e))?;
+    let found: Vec<Option<String>> = futures::stream::iter(dirs)
+        .map(|dir| async move {
+            let stanza = dir
+                .as_str()
+                .strip_prefix("backup/")
+                .and_then(|s| s.strip_suffix('/'))
+                .unwrap_or_default()
+                .to_string();
+            for name in ["backup.info", "backup.info.copy"] {
+                let key = format!("{}{name}", dir.as_str());
+                let k =
+                    ObjectKey::new(key.clone()).map_err(|e| SyncError::storage(key.clone(), e))?;
+                match provider.head(&k).await {
+                    Ok(_) => return Ok(Some(stanza)),
+                    Err(e) if e.kind() == StorageErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(SyncError::storage(
+                            format!("reading {} {key}", provider.describe()),
+                            e,
+                        ));
+                    }
+                }
+            }
+            Ok(None)
+        })
+        .buffered(CONCURRENT_HEADS)
+        .try_collect()
+        .await?;
+    // Sorted by name, not by `name/` as the directories are (`a-b` < `a` there).
+    let mut stanzas: Vec<String> = found.into_iter().flatten().collect();
+    stanzas.sort();
+    Ok(stanzas)
 }
 
 /// The bytes of an info file (or manifest) that pass their `backrest-checksum`: the main file,

@@ -58,7 +58,8 @@ impl FlakyProvider {
         }
     }
 
-    /// How many times `op` was called (`head`, `get`, `put`, `delete`, `list`, `copy`, `check`).
+    /// How many times `op` was called (`head`, `get`, `put`, `delete`, `list`, `list_prefixes`,
+    /// `copy`, `check`).
     pub fn calls(&self, op: &str) -> u32 {
         self.calls.lock().unwrap().get(op).copied().unwrap_or(0)
     }
@@ -104,6 +105,11 @@ impl StorageProvider for FlakyProvider {
             }
             _ => stream,
         }
+    }
+
+    async fn list_prefixes(&self, prefix: &KeyPrefix) -> StorageResult<Vec<KeyPrefix>> {
+        self.enter("list_prefixes")?;
+        self.inner.list_prefixes(prefix).await
     }
 
     async fn head(&self, key: &ObjectKey) -> StorageResult<ObjectMeta> {

@@ -30,6 +30,7 @@ macro_rules! conformance_tests {
             missing_objects_are_not_found,
             list_many_keys_across_pages,
             list_prefixes_and_order,
+            list_directories,
             large_object_streams_with_flat_memory,
             ranged_reads,
             overwrite_replaces_atomically,

@@ -10,10 +10,10 @@ use futures::stream::{StreamExt, TryStreamExt};
 use sha1::{Digest, Sha1};
 
 use super::{FailurePlan, FlakyProvider, RssSampler, pattern_bytes, pattern_sha1, pattern_stream};
-use crate::layers::{RetryPolicy, RetryProvider};
+use crate::layers::{BandwidthLimiter, Direction, Layers, RetryPolicy, RetryProvider};
 use crate::storage::{
     Body, CheckMode, DynProvider, KeyPrefix, ObjectKey, PutOptions, StorageErrorKind,
-    StorageProvider, collect_stream, read_to_bytes,
+    StorageProvider, collect_stream, list_dirs, read_to_bytes,
 };
 
 /// Keys in the conformance suite: `k("a/b")`.
@@ -42,6 +42,29 @@ async fn get_all(p: &dyn StorageProvider, key: &str) -> Bytes {
     read_to_bytes(p, &k(key))
         .await
         .unwrap_or_else(|e| panic!("{}: get {key}: {e}", p.describe()))
+}
+
+/// `list_prefixes` of `prefix`, as strings.
+async fn list_dirs_of(p: &dyn StorageProvider, prefix: &str) -> Vec<String> {
+    p.list_prefixes(&KeyPrefix::new(prefix).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{}: list_prefixes {prefix:?}: {e}", p.describe()))
+        .into_iter()
+        .map(|d| d.as_str().to_string())
+        .collect()
+}
+
+/// The directories below `prefix` worked out from a full listing: what `list_prefixes` must say.
+async fn dirs_by_listing(p: &dyn StorageProvider, prefix: &str) -> Vec<String> {
+    let dirs: BTreeSet<String> = list_keys(p, prefix)
+        .await
+        .into_iter()
+        .filter_map(|key| {
+            let slash = key[prefix.len()..].find('/')?;
+            Some(key[..prefix.len() + slash + 1].to_string())
+        })
+        .collect();
+    dirs.into_iter().collect()
 }
 
 async fn list_keys(p: &dyn StorageProvider, prefix: &str) -> Vec<String> {
@@ -108,11 +131,13 @@ pub async fn missing_objects_are_not_found(p: DynProvider) {
     assert!(list_keys(&*p, "nope/").await.is_empty());
 }
 
-/// 1,536 keys come back exactly once each, sorted, across however many pages the service uses.
+/// 1,536 keys come back exactly once each, sorted, across however many pages the service uses;
+/// each is in its own directory, so the 1,536 directories below `many/` take more than one page
+/// of a delimiter listing too (S3 and GCS pages hold 1,000 entries, Azure's here 500).
 pub async fn list_many_keys_across_pages(p: DynProvider) {
     const N: usize = 1536;
     let expected: BTreeSet<String> = (0..N)
-        .map(|i| format!("many/{:02}/obj-{i:05}", i % 7))
+        .map(|i| format!("many/{:02}-{i:05}/obj", i % 7))
         .collect();
     futures::stream::iter(expected.iter().cloned())
         .map(|key| {
@@ -135,11 +160,82 @@ pub async fn list_many_keys_across_pages(p: DynProvider) {
     assert_eq!(listed, sorted, "listing is not in key order");
     let set: BTreeSet<String> = listed.into_iter().collect();
     assert_eq!(set, expected, "listing lost or duplicated keys");
-    assert_eq!(
-        list_keys(&*p, "many/03/").await.len(),
-        (0..N).filter(|i| i % 7 == 3).count()
-    );
+    let in_03 = (0..N).filter(|i| i % 7 == 3).count();
+    assert_eq!(list_keys(&*p, "many/03-").await.len(), in_03);
     assert_eq!(list_keys(&*p, "").await.len(), N + 1);
+
+    let dirs = list_dirs_of(&*p, "many/").await;
+    let want: Vec<String> = expected
+        .iter()
+        .map(|k| k.strip_suffix("obj").unwrap().to_string())
+        .collect();
+    assert_eq!(
+        dirs.len(),
+        N,
+        "list_prefixes(\"many/\") returned {} directories, expected {N} (lost or repeated across pages?)",
+        dirs.len()
+    );
+    assert_eq!(
+        dirs, want,
+        "list_prefixes(\"many/\") is not every directory once, in key order"
+    );
+    assert_eq!(list_dirs_of(&*p, "many/03-").await.len(), in_03);
+    assert_eq!(list_dirs_of(&*p, "").await, ["many/", "other/"]);
+}
+
+/// `list_prefixes` gives the "directories" right below a prefix, once each, in key order:
+/// never objects, never deeper levels, nothing for a missing prefix; prefixes match by string.
+/// The layers forward it to the provider instead of falling back to a full listing.
+pub async fn list_directories(p: DynProvider) {
+    // `bb` is an object listed between two directories (Azure interleaves them in one list).
+    for key in [
+        "a/x", "a/b/y", "a/b/z", "a-b/q", "bb", "c/w", "d/e/f/g", "top",
+    ] {
+        put_bytes(&*p, key, key).await;
+    }
+    let cases: [(&str, &[&str]); 9] = [
+        ("", &["a-b/", "a/", "c/", "d/"]),
+        ("a/", &["a/b/"]),
+        ("a/b/", &[]),
+        ("a", &["a-b/", "a/"]),
+        ("a/b", &["a/b/"]),
+        ("d/", &["d/e/"]),
+        ("d/e/", &["d/e/f/"]),
+        ("missing/", &[]),
+        ("top", &[]),
+    ];
+    for (prefix, want) in cases {
+        let got = list_dirs_of(&*p, prefix).await;
+        assert_eq!(got, want, "{}: list_prefixes({prefix:?})", p.describe());
+        assert_eq!(
+            got,
+            dirs_by_listing(&*p, prefix).await,
+            "{}: list_prefixes({prefix:?}) disagrees with list",
+            p.describe()
+        );
+    }
+    // Deleting a directory's last object removes the directory.
+    p.delete(&k("c/w")).await.expect("delete");
+    assert_eq!(list_dirs_of(&*p, "").await, ["a-b/", "a/", "d/"]);
+
+    // Through every layer: one delimiter listing reaches the provider, no full listing.
+    let counted = Arc::new(FlakyProvider::new(p.clone(), FailurePlan::transient(0)));
+    let layered = Layers {
+        retry: Some(quick_retries(2)),
+        concurrency: Some(2),
+        bandwidth: Some((BandwidthLimiter::new(1 << 30), Direction::Both)),
+    }
+    .apply(counted.clone());
+    let dirs = list_dirs(&*layered, &KeyPrefix::new("a/").unwrap())
+        .await
+        .expect("list_dirs through the layers");
+    assert_eq!(dirs, [KeyPrefix::new("a/b/").unwrap()]);
+    assert_eq!(counted.calls("list_prefixes"), 1);
+    assert_eq!(
+        counted.calls("list"),
+        0,
+        "a layer did not forward list_prefixes, so list_dirs fell back to a full listing"
+    );
 }
 
 /// Prefixes match by string, not by directory; order is byte order of the whole key.
@@ -440,6 +536,17 @@ pub async fn transient_failures_are_retried(p: DynProvider) {
     assert_eq!(
         listed, want,
         "a restarted listing must not lose or repeat keys"
+    );
+
+    let dirs = retrying
+        .list_prefixes(&KeyPrefix::new("retry/").unwrap())
+        .await
+        .expect("list_prefixes through retries");
+    assert_eq!(dirs, [KeyPrefix::new("retry/list/").unwrap()]);
+    assert_eq!(
+        flaky.calls("list_prefixes"),
+        3,
+        "two injected failures of list_prefixes, then success"
     );
 
     retrying
