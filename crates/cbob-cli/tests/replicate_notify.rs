@@ -132,9 +132,10 @@ fn a_failed_replica_is_named_in_the_notification_and_every_replica_has_metrics()
         "{}",
         run.stdout
     );
+    // The first thing asked of the replica is its archive.info.
     assert!(
         run.stdout.contains(
-            "✗ gone (s3://b/): FAILED\n    stanza abc123: listing s3://b at http://127.0.0.1:9"
+            "✗ gone (s3://b/): FAILED\n    stanza abc123: reading archive/abc123/archive.info: s3://b at http://127.0.0.1:9"
         ),
         "{}",
         run.stdout

@@ -234,6 +234,12 @@ async fn a_listing_that_breaks_midway_stops_the_copy_and_publishes_no_backup_unt
         "{} files copied: the copy must stop with the listing",
         report.copied_files
     );
+    // The report still says what had been planned when the listing broke.
+    assert!(
+        report.planned_files > 0 && report.planned_files <= 40 + 4,
+        "{} files planned",
+        report.planned_files
+    );
 
     // The next run finishes the job.
     let again = sync_with(
@@ -245,4 +251,58 @@ async fn a_listing_that_breaks_midway_stops_the_copy_and_publishes_no_backup_unt
     .await;
     assert!(again.ok(), "{:?}", again.error);
     assert_eq!(fixture::read_tree(&fx.repo), fixture::read_tree(&dst));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn validation_names_missing_and_truncated_backup_files_and_missing_wal() {
+    let fx = fixture::extract();
+    let dst = dest_dir(&fx);
+    let report = sync_with(
+        local(&fx.repo),
+        local(&dst),
+        &fx.stanza,
+        Arc::new(NoProgress),
+    )
+    .await;
+    assert!(report.ok(), "{:?}", report.error);
+    let dest = local(&dst);
+    let summary = cbob_core::sync::validate_destination(&dest, &fx.stanza)
+        .await
+        .expect("a fresh copy validates");
+    assert_eq!(summary.backups, 3);
+    assert!(summary.files_checked > 0 && summary.wal_segments > 0);
+
+    // Damage the copy three ways: a backup file gone, one cut short, a WAL segment gone.
+    let tree = fixture::read_tree(&dst);
+    let mut backup_files = tree
+        .keys()
+        .filter(|k| k.contains("/pg_data/") && tree[*k].len() > 1);
+    let gone = backup_files.next().expect("a backup file").clone();
+    let cut = backup_files.next().expect("another backup file").clone();
+    // Every WAL segment (a backup needs at least the ones of its own range).
+    let wal: Vec<&String> = tree
+        .keys()
+        .filter(|k| k.starts_with("archive/") && k.matches('/').count() == 4)
+        .collect();
+    assert!(!wal.is_empty());
+    fs::remove_file(dst.join(&gone)).unwrap();
+    let bytes = fs::read(dst.join(&cut)).unwrap();
+    fs::write(dst.join(&cut), &bytes[..bytes.len() - 1]).unwrap();
+    for w in &wal {
+        fs::remove_file(dst.join(w)).unwrap();
+    }
+
+    let error = cbob_core::sync::validate_destination(&dest, &fx.stanza)
+        .await
+        .expect_err("a damaged copy must not validate")
+        .to_string();
+    assert!(error.contains(&format!("{gone} is missing")), "{error}");
+    assert!(
+        error.contains(&format!("{cut} is {} bytes", bytes.len() - 1)),
+        "{error}"
+    );
+    assert!(
+        error.contains("WAL segment") && error.contains("is missing"),
+        "{error}"
+    );
 }

@@ -223,24 +223,14 @@ async fn run(
     let (planned, copied) = tokio::join!(planning, copying);
     report.copied_files += copied.files;
     report.copied_bytes += copied.bytes;
-    planned?;
-    if let Some(e) = copied.error {
+    if let Err(e) = planned.and(copied.error.map_or(Ok(()), Err)) {
+        // What was planned before the failure still goes into the report.
+        record_plan(report, planner.plan(), observer.as_ref());
         return Err(e);
     }
     let plan = planner.finish()?;
-
+    record_plan(report, &plan, observer.as_ref());
     let (files, bytes) = plan.totals();
-    let (tail_files, tail_bytes) = plan.tail_totals();
-    observer.planned(&job.name, tail_files, tail_bytes);
-    report.planned_files = files;
-    report.planned_bytes = bytes;
-    report.unchanged_files = plan.unchanged_files;
-    report.unchanged_bytes = plan.unchanged_bytes;
-    report.repaired = plan.repaired;
-    for w in &plan.warnings {
-        observer.warning(&job.name, w);
-    }
-    report.warnings = plan.warnings.clone();
     tracing::info!(
         stanza,
         files,
@@ -261,9 +251,22 @@ async fn run(
     Ok(())
 }
 
-/// Copies planned ahead of the transfers: enough to keep every transfer busy, few enough that
-/// a plan of millions of objects costs nothing here.
-const PLANNED_AHEAD: usize = 256;
+/// Puts a plan's totals and warnings into the report (and tells the observer the warnings).
+fn record_plan(report: &mut StanzaReport, plan: &StanzaPlan, observer: &dyn SyncObserver) {
+    (report.planned_files, report.planned_bytes) = plan.totals();
+    report.unchanged_files = plan.unchanged_files;
+    report.unchanged_bytes = plan.unchanged_bytes;
+    report.repaired = plan.repaired;
+    for w in &plan.warnings {
+        observer.warning(&report.name, w);
+    }
+    report.warnings = plan.warnings.clone();
+}
+
+/// Copies planned ahead of the transfers. Enough that for most repositories the listing, and
+/// so the plan's totals (progress bars, ETA), are complete long before the copy is; bounded so
+/// that a plan of millions of objects holds at most this many here (≈ 250 bytes each).
+const PLANNED_AHEAD: usize = 50_000;
 /// How often the growing plan is reported to the observer while the listing goes on.
 const PLAN_REPORT_EVERY: Duration = Duration::from_secs(1);
 
@@ -295,9 +298,14 @@ async fn plan_stanza(
             if let Some(tx) = &copies
                 && tx.send(copy).await.is_err()
             {
-                break; // the transfers stopped after a failure; theirs is the error reported
+                // The transfers stopped after a failure; theirs is the error reported.
+                return Ok(());
             }
         }
+        // The listing is complete: what follows the payload is known too.
+        let (tail_files, tail_bytes) = planner.tail_totals();
+        unreported.0 += tail_files;
+        unreported.1 += tail_bytes;
         Ok(())
     }
     .await;
@@ -318,17 +326,12 @@ async fn read_dest_info(
 ) -> Result<DestInfo, SyncError> {
     let archive_copy = format!("{archive_info_key}.copy");
     let backup_copy = format!("{backup_info_key}.copy");
-    let (archive_info, archive_info_copy, backup_info, backup_info_copy) = tokio::try_join!(
-        read_optional(dest, archive_info_key),
-        read_optional(dest, &archive_copy),
-        read_optional(dest, backup_info_key),
-        read_optional(dest, &backup_copy),
-    )?;
+    // One after the other: a destination that fails is reported at the same file every time.
     Ok(DestInfo {
-        archive_info,
-        archive_info_copy,
-        backup_info,
-        backup_info_copy,
+        archive_info: read_optional(dest, archive_info_key).await?,
+        archive_info_copy: read_optional(dest, &archive_copy).await?,
+        backup_info: read_optional(dest, backup_info_key).await?,
+        backup_info_copy: read_optional(dest, &backup_copy).await?,
     })
 }
 

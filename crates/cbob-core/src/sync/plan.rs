@@ -466,6 +466,17 @@ impl Planner {
         Ok(Some(Check::File(c.clone())))
     }
 
+    /// Files and bytes that will move after the payload (manifests, history, info files), as
+    /// far as the listing so far shows.
+    pub fn tail_totals(&self) -> (u64, u64) {
+        let (mut files, mut bytes) = self.plan.tail_totals();
+        for (_, size, _) in self.manifest_work.values().flatten() {
+            files += 1;
+            bytes += size;
+        }
+        (files, bytes)
+    }
+
     /// The listing is over: the manifests to publish, oldest backup first.
     pub fn finish(mut self) -> Result<StanzaPlan, SyncError> {
         // A listed backup whose manifest is missing from the source cannot be mirrored.

@@ -1,10 +1,11 @@
 //! The post-sync check (SPEC §6 sync, unless `--skip-validation`): the destination's info files
 //! load and every backup listed there is complete — manifest, files, and its WAL range.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::SyncError;
-use super::inventory::{list_stanza, read_verified_info};
+use super::inventory::read_verified_info;
+use super::listing::StanzaListing;
 use crate::repo::{ArchiveInfo, BackupInfo, FileLocation, Manifest, RepoObject, classify};
 use crate::storage::DynProvider;
 
@@ -32,14 +33,21 @@ pub async fn validate_destination(
     let backup_info = BackupInfo::parse(&bi).map_err(|e| SyncError::repo(bi_key.clone(), e))?;
     ArchiveInfo::parse(&ai).map_err(|e| SyncError::repo(ai_key.clone(), e))?;
 
-    let inv = list_stanza(dest, stanza).await?;
+    // Key → size only (not whole listing entries), and WAL as (archive id, segment): the
+    // check runs at the end of a sync, when a large repository's listing is the biggest thing
+    // in memory.
+    let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
     let mut wal: BTreeSet<(String, String)> = BTreeSet::new(); // (archive id, 24-hex segment)
-    for key in inv.keys() {
+    let mut listing = StanzaListing::start(dest, stanza)?;
+    while let Some(meta) = listing.next().await? {
+        let key = meta.key.as_str();
         if let RepoObject::WalSegment {
             archive_id, file, ..
         } = classify(key)
         {
             wal.insert((archive_id.to_string(), file.segment.to_string()));
+        } else {
+            sizes.insert(key.to_string(), meta.size);
         }
     }
     let mut problems = Vec::new();
@@ -80,19 +88,19 @@ pub async fn validate_destination(
             };
             summary.files_checked += 1;
             match loc {
-                FileLocation::Object { key } => match inv.get(key.as_str()) {
+                FileLocation::Object { key } => match sizes.get(key.as_str()) {
                     None => problems.push(format!("backup {label}: {key} is missing")),
-                    Some(m) if m.size != file.repo_size => problems.push(format!(
-                        "backup {label}: {key} is {} bytes, the manifest says {}",
-                        m.size, file.repo_size
+                    Some(&size) if size != file.repo_size => problems.push(format!(
+                        "backup {label}: {key} is {size} bytes, the manifest says {}",
+                        file.repo_size
                     )),
                     Some(_) => {}
                 },
-                FileLocation::BundleSlice { key, offset, length } => match inv.get(key.as_str()) {
+                FileLocation::BundleSlice { key, offset, length } => match sizes.get(key.as_str()) {
                     None => problems.push(format!("backup {label}: bundle {key} is missing")),
-                    Some(m) if m.size < offset + length => problems.push(format!(
-                        "backup {label}: bundle {key} is {} bytes, too short for {} at {offset}+{length}",
-                        m.size, file.name
+                    Some(&size) if size < offset + length => problems.push(format!(
+                        "backup {label}: bundle {key} is {size} bytes, too short for {} at {offset}+{length}",
+                        file.name
                     )),
                     Some(_) => {}
                 },
