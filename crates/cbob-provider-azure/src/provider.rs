@@ -19,7 +19,7 @@ use cbob_core::storage::credentials::AzureCredentials;
 use cbob_core::storage::{
     Body, ByteStream, Capabilities, CheckMode, CopySource, KeyPrefix, ObjectHashes, ObjectKey,
     ObjectMeta, PutOptions, StorageError, StorageErrorKind, StorageProvider, StorageResult,
-    collect_stream,
+    collect_stream, listed_dir, listed_key,
 };
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use serde::Deserialize;
@@ -68,44 +68,12 @@ impl Shared {
             tracing::warn!(provider = %self.describe, prefix = %name.text, "skipping a directory whose name holds control characters");
             return None;
         }
-        let full = name.text.as_str();
-        let rel = if self.cfg.prefix.is_empty() {
-            full
-        } else {
-            full.strip_prefix(self.cfg.prefix.as_str())?
-                .strip_prefix('/')?
-        };
-        if rel.is_empty() || !rel.ends_with('/') {
-            return None;
-        }
-        match KeyPrefix::new(rel) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::warn!(provider = %self.describe, prefix = rel, error = %e, "skipping a directory whose name breaks the key rules");
-                None
-            }
-        }
+        listed_dir(&self.cfg.prefix, &name.text, &self.describe)
     }
 
-    /// The provider-relative key of a listed blob, or `None` for names the provider never
-    /// yields (directory markers, names that break the key rules).
+    /// The provider-relative key of a listed blob name (see [`listed_key`]).
     fn relative_key(&self, full: &str) -> Option<ObjectKey> {
-        let rel = if self.cfg.prefix.is_empty() {
-            full
-        } else {
-            full.strip_prefix(self.cfg.prefix.as_str())?
-                .strip_prefix('/')?
-        };
-        if rel.is_empty() || rel.ends_with('/') {
-            return None;
-        }
-        match ObjectKey::new(rel) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                tracing::warn!(provider = %self.describe, key = rel, error = %e, "skipping a blob whose name breaks the key rules");
-                None
-            }
-        }
+        listed_key(&self.cfg.prefix, full, &self.describe)
     }
 }
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use cbob_core::storage::{
     Body, ByteStream, Capabilities, CheckMode, CopySource, KeyPrefix, ObjectKey, ObjectMeta,
     PutOptions, StorageError, StorageErrorKind, StorageProvider, StorageResult, collect_stream,
+    listed_dir, listed_key,
 };
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use gcloud_storage::client::Client;
@@ -54,46 +55,14 @@ impl Shared {
         self.cfg.full_key(prefix.as_str())
     }
 
-    /// The provider-relative directory of a listed prefix (`<root>/a/b/` → `a/b/`), or `None`
-    /// for one that breaks the key rules (`a//`, from a name `list` skips as well).
+    /// The provider-relative directory of a listed common prefix (see [`listed_dir`]).
     fn relative_dir(&self, full: &str) -> Option<KeyPrefix> {
-        let rel = if self.cfg.prefix.is_empty() {
-            full
-        } else {
-            full.strip_prefix(self.cfg.prefix.as_str())?
-                .strip_prefix('/')?
-        };
-        if rel.is_empty() || !rel.ends_with('/') {
-            return None;
-        }
-        match KeyPrefix::new(rel) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::warn!(provider = %self.describe, prefix = rel, error = %e, "skipping a directory whose name breaks the key rules");
-                None
-            }
-        }
+        listed_dir(&self.cfg.prefix, full, &self.describe)
     }
 
-    /// The provider-relative key of a listed object, or `None` for names the provider never
-    /// yields ("folder" placeholders made by the console, names that break the key rules).
+    /// The provider-relative key of a listed object name (see [`listed_key`]).
     fn relative_key(&self, full: &str) -> Option<ObjectKey> {
-        let rel = if self.cfg.prefix.is_empty() {
-            full
-        } else {
-            full.strip_prefix(self.cfg.prefix.as_str())?
-                .strip_prefix('/')?
-        };
-        if rel.is_empty() || rel.ends_with('/') {
-            return None;
-        }
-        match ObjectKey::new(rel) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                tracing::warn!(provider = %self.describe, key = rel, error = %e, "skipping an object whose name breaks the key rules");
-                None
-            }
-        }
+        listed_key(&self.cfg.prefix, full, &self.describe)
     }
 
     fn meta(key: ObjectKey, o: &Object) -> ObjectMeta {

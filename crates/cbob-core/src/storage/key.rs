@@ -171,6 +171,50 @@ fn validate(key: &str, allow_trailing_slash: bool) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// A name from a provider's listing, relative to the provider's root prefix (`root`: no
+/// trailing `/`; empty for a bucket's root). `None` for names outside the root.
+fn relative_to_root<'a>(root: &str, full: &'a str) -> Option<&'a str> {
+    if root.is_empty() {
+        Some(full)
+    } else {
+        full.strip_prefix(root)?.strip_prefix('/')
+    }
+}
+
+/// The provider-relative key of a listed object name, or `None` for names a provider never
+/// yields: outside its root, "directory" markers made by consoles and some tools (`a/b/`), and
+/// names that break the key rules (logged, naming `provider`).
+pub fn listed_key(root: &str, full: &str, provider: &str) -> Option<ObjectKey> {
+    let rel = relative_to_root(root, full)?;
+    if rel.is_empty() || rel.ends_with('/') {
+        return None;
+    }
+    match ObjectKey::new(rel) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            tracing::warn!(provider, key = rel, error = %e, "skipping an object whose name breaks the key rules");
+            None
+        }
+    }
+}
+
+/// The provider-relative directory of a listed common prefix (`<root>/a/b/` → `a/b/`), or
+/// `None` for one outside the root or that breaks the key rules (`a//`, from a name `list`
+/// skips as well).
+pub fn listed_dir(root: &str, full: &str, provider: &str) -> Option<KeyPrefix> {
+    let rel = relative_to_root(root, full)?;
+    if rel.is_empty() || !rel.ends_with('/') {
+        return None;
+    }
+    match KeyPrefix::new(rel) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(provider, prefix = rel, error = %e, "skipping a directory whose name breaks the key rules");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +275,39 @@ mod tests {
         assert_eq!(ObjectKey::new("top").unwrap().parent(), "");
         assert_eq!(k.join("d").unwrap().as_str(), "a/b/c.txt/d");
         assert!(k.join("../x").is_err());
+    }
+
+    #[test]
+    fn listed_names_are_made_relative_to_the_root_and_markers_are_skipped() {
+        assert_eq!(listed_key("", "a/b", "p").unwrap().as_str(), "a/b");
+        assert_eq!(
+            listed_key("root/x", "root/x/a/b", "p").unwrap().as_str(),
+            "a/b"
+        );
+        assert!(
+            listed_key("root/x", "root/xa/b", "p").is_none(),
+            "outside the root"
+        );
+        assert!(
+            listed_key("root", "root/a/", "p").is_none(),
+            "a directory marker"
+        );
+        assert!(
+            listed_key("root", "root/a/../b", "p").is_none(),
+            "breaks the key rules"
+        );
+        assert_eq!(
+            listed_dir("root", "root/a/b/", "p").unwrap().as_str(),
+            "a/b/"
+        );
+        assert!(
+            listed_dir("root", "root/a/b", "p").is_none(),
+            "not a directory"
+        );
+        assert!(
+            listed_dir("root", "root/", "p").is_none(),
+            "the root itself"
+        );
+        assert!(listed_dir("", "a//", "p").is_none(), "breaks the key rules");
     }
 }

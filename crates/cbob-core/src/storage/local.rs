@@ -39,6 +39,8 @@ const READ_CHUNK: usize = 256 * 1024;
 const SMALL_WRITE: u64 = 256 * 1024;
 /// Larger writes go to disk in pieces of this size.
 const LARGE_WRITE_BUFFER: usize = 512 * 1024;
+/// Incoming chunks are gathered to at least this size before they go to the writer thread.
+const WRITER_PIECE: usize = 128 * 1024;
 
 /// When writes become durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -585,7 +587,7 @@ impl StorageProvider for LocalProvider {
         let mut stream = body.into_stream();
         // File writes run on a blocking thread fed through a small channel: the async side
         // keeps pulling the next chunk from the network while the previous one is written.
-        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
         let key2 = key.clone();
         let writer = tokio::task::spawn_blocking(move || -> StorageResult<fs::File> {
             // Around the page cache where possible: far less CPU, and the operator's cache is
@@ -599,10 +601,22 @@ impl StorageProvider for LocalProvider {
                 .map_err(|e| StorageError::from_io(e, format!("writing {key2}")))
         });
         let mut stream_error = None;
+        // Network bodies arrive in chunks of a few KiB; handing each to the writer thread
+        // would wake it tens of thousands of times per GiB. Gather them into larger pieces.
+        let mut pending = BytesMut::new();
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(chunk) => {
-                    if tx.send(chunk).await.is_err() {
+                    let piece = if pending.is_empty() && chunk.len() >= WRITER_PIECE {
+                        chunk
+                    } else {
+                        pending.extend_from_slice(&chunk);
+                        if pending.len() < WRITER_PIECE {
+                            continue;
+                        }
+                        std::mem::take(&mut pending).freeze()
+                    };
+                    if tx.send(piece).await.is_err() {
                         break; // the writer failed; its error is returned below
                     }
                 }
@@ -611,6 +625,10 @@ impl StorageProvider for LocalProvider {
                     break;
                 }
             }
+        }
+        // The rest, only when every byte arrived (a failed body is never completed).
+        if stream_error.is_none() && !pending.is_empty() {
+            let _ = tx.send(pending.freeze()).await;
         }
         drop(tx);
         let written = writer.await.map_err(|e| {

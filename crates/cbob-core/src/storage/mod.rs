@@ -22,7 +22,7 @@ use futures::stream::BoxStream;
 
 pub use body::{Body, ByteStream, collect_stream};
 pub use error::{StorageError, StorageErrorKind, StorageResult};
-pub use key::{KeyPrefix, ObjectKey};
+pub use key::{KeyPrefix, ObjectKey, listed_dir, listed_key};
 pub use registry::{ProviderFactory, ProviderRegistry};
 pub use spec::ProviderSpec;
 
