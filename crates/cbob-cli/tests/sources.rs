@@ -183,3 +183,44 @@ fn a_gcs_repository_is_copied() {
         &[("CBOB_SOURCE_ENDPOINT", gcs.endpoint())],
     );
 }
+
+/// A wrong `CBOB_SOURCE_SECRET_KEY` is reported as the source's credentials, never as the
+/// destination's: the operator must be told which keys to fix.
+#[test]
+fn a_wrong_source_secret_key_names_the_source_settings() {
+    let s3 = cbob_test_support::s3s_fs();
+    let bucket = s3.fresh_bucket("srcwrong");
+    let base = tempfile::tempdir().unwrap();
+    let wrong = "wrong-source-secret-key-1234567890";
+    let target = base.path().join("copy");
+    let run = cbob(
+        base.path(),
+        &[
+            "sync",
+            "--source",
+            &format!("s3://{bucket}/pgbackrest/repo1"),
+            "--target",
+            &target.display().to_string(),
+        ],
+        &[
+            ("CBOB_SOURCE_ENDPOINT", s3.endpoint()),
+            (
+                "CBOB_SOURCE_ACCESS_KEY",
+                cbob_test_support::s3s::ACCESS_KEY.to_string(),
+            ),
+            ("CBOB_SOURCE_SECRET_KEY", wrong.to_string()),
+        ],
+    );
+    assert_ne!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        all.contains("CBOB_SOURCE_SECRET_KEY"),
+        "the error must name the source's secret key setting: {all}"
+    );
+    assert!(
+        !all.contains("CBOB_DEST_"),
+        "the error must not send the operator to the destination settings: {all}"
+    );
+    assert!(!all.contains(wrong), "secret in output: {all}");
+    assert!(!target.join("backup").exists(), "nothing copied");
+}

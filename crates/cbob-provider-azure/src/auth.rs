@@ -14,6 +14,7 @@ use azure_core::http::headers::HeaderName;
 use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{Context, Request};
 use cbob_core::Secret;
+use cbob_core::storage::{Setting, SettingNames};
 
 /// Signs every try of a request with the account key (each retry gets a fresh `x-ms-date`).
 pub(crate) struct SharedKeyPolicy {
@@ -167,28 +168,28 @@ impl Policy for TransactionalMd5Policy {
 }
 
 /// Checks that an account key is what the portal shows (base64) without revealing it.
-pub(crate) fn check_shared_key(key: &str) -> Result<(), String> {
+pub(crate) fn check_shared_key(key: &str, names: &SettingNames) -> Result<(), String> {
     match azure_core::base64::decode(key.trim()) {
         Ok(bytes) if !bytes.is_empty() => Ok(()),
-        _ => Err(
+        _ => Err(format!(
             "the shared key is not valid base64; copy the storage account's access key (key1 or \
-             key2) into CBOB_DEST_AZURE_KEY as shown by the portal or `az storage account keys list`"
-                .into(),
-        ),
+             key2) into {} as shown by the portal or `az storage account keys list`",
+            names.name(Setting::AzureKey)
+        )),
     }
 }
 
 /// A SAS token as the query string it becomes: without a leading `?`, and with a signature.
-pub(crate) fn normalize_sas(token: &Secret) -> Result<Secret, String> {
+pub(crate) fn normalize_sas(token: &Secret, names: &SettingNames) -> Result<Secret, String> {
     let t = token.expose().trim().trim_start_matches('?');
     let has_sig =
         url::form_urlencoded::parse(t.as_bytes()).any(|(k, v)| k == "sig" && !v.is_empty());
     if !has_sig {
-        return Err(
+        return Err(format!(
             "the SAS token has no signature (sig=...); paste the whole token, e.g. \
-             sv=...&sr=c&sp=racwdl&se=...&sig=..., into CBOB_DEST_AZURE_SAS"
-                .into(),
-        );
+             sv=...&sr=c&sp=racwdl&se=...&sig=..., into {}",
+            names.name(Setting::AzureSas)
+        ));
     }
     Ok(Secret::new(t))
 }
@@ -259,12 +260,24 @@ mod tests {
 
     #[test]
     fn keys_and_tokens() {
-        check_shared_key("Zm9vYmFy").unwrap();
-        assert!(check_shared_key("***not base64***").is_err());
-        assert!(check_shared_key("").is_err());
-        let t = normalize_sas(&Secret::new("?sv=2022-11-02&sr=c&sig=a%2Bb%3D")).unwrap();
+        let dest = &SettingNames::Destination;
+        check_shared_key("Zm9vYmFy", dest).unwrap();
+        let e = check_shared_key("***not base64***", dest).unwrap_err();
+        assert!(e.contains("CBOB_DEST_AZURE_KEY"), "{e}");
+        assert!(check_shared_key("", dest).is_err());
+        let t = normalize_sas(&Secret::new("?sv=2022-11-02&sr=c&sig=a%2Bb%3D"), dest).unwrap();
         assert_eq!(t.expose(), "sv=2022-11-02&sr=c&sig=a%2Bb%3D");
-        assert!(normalize_sas(&Secret::new("sv=2022-11-02&sr=c")).is_err());
+        let e = normalize_sas(&Secret::new("sv=2022-11-02&sr=c"), dest).unwrap_err();
+        assert!(e.contains("CBOB_DEST_AZURE_SAS"), "{e}");
+        // A --source or a replica is told to fix its own setting.
+        let e = check_shared_key("***", &SettingNames::Source).unwrap_err();
+        assert!(
+            e.contains("CBOB_SOURCE_AZURE_KEY") && !e.contains("CBOB_DEST_"),
+            "{e}"
+        );
+        let replica = SettingNames::Replica { name: "w".into() };
+        let e = normalize_sas(&Secret::new("sv=1"), &replica).unwrap_err();
+        assert!(e.contains("`sas_token` of replica \"w\""), "{e}");
         let secrets = secret_strings(&cbob_core::storage::credentials::AzureCredentials::Sas {
             account: "a".into(),
             token: t,

@@ -178,7 +178,7 @@ fn build(
 ) -> StorageResult<Handle> {
     let (account, policy): (&str, Option<Arc<dyn Policy>>) = match creds {
         AzureCredentials::SharedKey { account, key } => {
-            crate::auth::check_shared_key(key.expose()).map_err(|m| {
+            crate::auth::check_shared_key(key.expose(), &cfg.settings).map_err(|m| {
                 StorageError::new(StorageErrorKind::Config, format!("{}: {m}", cfg.describe()))
             })?;
             (account, Some(Arc::new(SharedKeyPolicy::new(account, key))))
@@ -208,7 +208,7 @@ fn build(
         .pop_if_empty()
         .push(&cfg.container);
     if let AzureCredentials::Sas { token, .. } = creds {
-        let token = crate::auth::normalize_sas(token).map_err(|m| {
+        let token = crate::auth::normalize_sas(token, &cfg.settings).map_err(|m| {
             StorageError::new(StorageErrorKind::Config, format!("{}: {m}", cfg.describe()))
         })?;
         url.set_query(Some(token.expose()));

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cbob_core::storage::credentials::{AzureCredentials, CredentialSource};
-use cbob_core::storage::{KeyPrefix, ProviderSpec, StorageError, StorageErrorKind, StorageResult};
+use cbob_core::storage::{
+    KeyPrefix, ProviderSpec, Setting, SettingNames, StorageError, StorageErrorKind, StorageResult,
+};
 use url::Url;
 
 /// Most blocks one block blob may have.
@@ -131,8 +133,8 @@ pub struct AzureConfig {
     pub copy_timeout: Duration,
     /// Listing page size (the service's maximum is 5000).
     pub list_page_size: u32,
-    /// The setting an operator fixes when the container does not exist, named in that error.
-    pub container_setting: String,
+    /// Which settings configured this store, so errors name the ones the operator wrote.
+    pub settings: SettingNames,
 }
 
 impl AzureConfig {
@@ -158,9 +160,7 @@ impl AzureConfig {
             sdk_max_retries: 2,
             copy_timeout: Duration::from_secs(30 * 60),
             list_page_size: 5000,
-            container_setting: "CBOB_DEST_CONTAINER (or the replica's `container`, or the \
-                                azure://account/container/prefix URL)"
-                .into(),
+            settings: SettingNames::default(),
         }
     }
 
@@ -170,6 +170,7 @@ impl AzureConfig {
     /// option `list_page_size` (1-5000).
     pub fn from_spec(spec: &ProviderSpec) -> StorageResult<Self> {
         let where_ = spec.describe();
+        let names = &spec.settings;
         let config_err =
             |msg: String| StorageError::new(StorageErrorKind::Config, format!("{where_}: {msg}"));
         let container = spec
@@ -178,13 +179,12 @@ impl AzureConfig {
             .map(str::trim)
             .filter(|b| !b.is_empty())
             .ok_or_else(|| {
-                config_err(
-                    "no blob container given; set CBOB_DEST_CONTAINER (or `container` for a \
-                     replica, or use azure://account/container/prefix)"
-                        .into(),
-                )
+                config_err(format!(
+                    "no blob container given; set {}",
+                    names.name(Setting::Container)
+                ))
             })?;
-        check_container_name(container).map_err(config_err)?;
+        check_container_name(container, names).map_err(config_err)?;
         let account = spec
             .account
             .as_deref()
@@ -192,10 +192,11 @@ impl AzureConfig {
             .filter(|a| !a.is_empty())
             .map(str::to_string);
         if let Some(a) = &account {
-            check_account_name(a).map_err(config_err)?;
+            check_account_name(a, names).map_err(config_err)?;
         }
         let auth = auth_from_spec(spec, account.as_deref()).map_err(config_err)?;
         let mut c = Self::new(container, auth);
+        c.settings = names.clone();
         if c.account.is_none() {
             c.account = account;
         }
@@ -203,21 +204,22 @@ impl AzureConfig {
         if !c.prefix.is_empty() {
             KeyPrefix::new(c.prefix.clone()).map_err(|e| {
                 config_err(format!(
-                    "prefix {:?} is not usable: {}; fix CBOB_DEST_PREFIX",
+                    "prefix {:?} is not usable: {}; fix {}",
                     c.prefix,
-                    e.message()
+                    e.message(),
+                    names.name(Setting::Prefix)
                 ))
             })?;
         }
         c.endpoint = match spec.endpoint.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(ep) => Some(parse_endpoint(ep).map_err(config_err)?),
+            Some(ep) => Some(parse_endpoint(ep, names).map_err(config_err)?),
         };
         if c.endpoint.is_none() && c.account.is_none() {
-            return Err(config_err(
-                "no storage account given; set CBOB_DEST_AZURE_ACCOUNT (or `storage_account`)"
-                    .into(),
-            ));
+            return Err(config_err(format!(
+                "no storage account given; set {}",
+                names.name(Setting::AzureAccount)
+            )));
         }
         c.access_tier = match spec
             .storage_class
@@ -335,7 +337,7 @@ impl AzureConfig {
 
 /// Azure container names: 3-63 characters, lowercase letters, digits and single hyphens,
 /// starting and ending with a letter or digit.
-fn check_container_name(name: &str) -> Result<(), String> {
+fn check_container_name(name: &str, names: &SettingNames) -> Result<(), String> {
     let ok = (3..=63).contains(&name.len())
         && name
             .bytes()
@@ -348,13 +350,14 @@ fn check_container_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "container name {name:?} is not valid: use 3-63 lowercase letters, digits and single \
-             hyphens, starting and ending with a letter or digit (CBOB_DEST_CONTAINER)"
+             hyphens, starting and ending with a letter or digit ({})",
+            names.name(Setting::Container)
         ))
     }
 }
 
 /// Azure storage account names: 3-24 lowercase letters and digits.
-fn check_account_name(name: &str) -> Result<(), String> {
+fn check_account_name(name: &str, names: &SettingNames) -> Result<(), String> {
     if (3..=24).contains(&name.len())
         && name
             .bytes()
@@ -364,24 +367,27 @@ fn check_account_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "storage account name {name:?} is not valid: use 3-24 lowercase letters and digits \
-             (CBOB_DEST_AZURE_ACCOUNT)"
+             ({})",
+            names.name(Setting::AzureAccount)
         ))
     }
 }
 
-fn parse_endpoint(ep: &str) -> Result<Url, String> {
+fn parse_endpoint(ep: &str, names: &SettingNames) -> Result<Url, String> {
     let ep = ep.trim_end_matches('/');
     if !(ep.starts_with("http://") || ep.starts_with("https://")) {
         return Err(format!(
             "endpoint {ep:?} must start with http:// or https:// (e.g. \
-             http://127.0.0.1:10000/devstoreaccount1 for Azurite); fix CBOB_DEST_ENDPOINT"
+             http://127.0.0.1:10000/devstoreaccount1 for Azurite); fix {}",
+            names.name(Setting::Endpoint)
         ));
     }
     let url = Url::parse(ep).map_err(|e| format!("endpoint {ep:?} is not a URL ({e})"))?;
     if url.query().is_some() || url.fragment().is_some() || url.cannot_be_a_base() {
         return Err(format!(
             "endpoint {ep:?} must be a plain service URL without query or fragment (put a SAS \
-             token in CBOB_DEST_AZURE_SAS)"
+             token in {})",
+            names.name(Setting::AzureSas)
         ));
     }
     Ok(url)
@@ -391,35 +397,38 @@ fn auth_from_spec(spec: &ProviderSpec, account: Option<&str>) -> Result<AzureAut
     if let Some(source) = &spec.azure_credentials {
         return Ok(AzureAuth::Refreshable(source.clone()));
     }
+    let names = &spec.settings;
     let key = spec.secret_key.as_ref().filter(|k| !k.is_empty());
     let sas = spec.sas_token.as_ref().filter(|t| !t.is_empty());
     let need_account = || {
         account.map(str::to_string).ok_or_else(|| {
-            "no storage account given; set CBOB_DEST_AZURE_ACCOUNT (or `storage_account`)"
-                .to_string()
+            format!(
+                "no storage account given; set {}",
+                names.name(Setting::AzureAccount)
+            )
         })
     };
     match (key, sas) {
-        (Some(_), Some(_)) => Err(
-            "both a shared key and a SAS token are set; keep one (CBOB_DEST_AZURE_KEY or \
-             CBOB_DEST_AZURE_SAS)"
-                .into(),
-        ),
-        (None, None) => Err(
-            "no Azure credentials; set CBOB_DEST_AZURE_KEY (the account's access key; \
-             `secret_key` for a replica) or CBOB_DEST_AZURE_SAS (a SAS token for the container; \
-             `sas_token` for a replica)"
-                .into(),
-        ),
+        (Some(_), Some(_)) => Err(format!(
+            "both a shared key and a SAS token are set; keep one ({} or {})",
+            names.name(Setting::AzureKey),
+            names.name(Setting::AzureSas)
+        )),
+        (None, None) => Err(format!(
+            "no Azure credentials; set {} (the account's access key) or {} (a SAS token for the \
+             container)",
+            names.name(Setting::AzureKey),
+            names.name(Setting::AzureSas)
+        )),
         (Some(key), None) => {
-            crate::auth::check_shared_key(key.expose())?;
+            crate::auth::check_shared_key(key.expose(), names)?;
             Ok(AzureAuth::Static(AzureCredentials::SharedKey {
                 account: need_account()?,
                 key: key.clone(),
             }))
         }
         (None, Some(token)) => {
-            let token = crate::auth::normalize_sas(token)?;
+            let token = crate::auth::normalize_sas(token, names)?;
             Ok(AzureAuth::Static(AzureCredentials::Sas {
                 account: need_account()?,
                 token,
@@ -505,6 +514,52 @@ mod tests {
         );
         let c = AzureConfig::from_spec(&spec()).unwrap();
         assert!(!format!("{c:?}").contains(KEY));
+    }
+
+    #[test]
+    fn source_and_replica_errors_name_their_own_settings() {
+        let replica = SettingNames::Replica {
+            name: "west".into(),
+        };
+        for (settings, key, sas, container) in [
+            (
+                SettingNames::Source,
+                "CBOB_SOURCE_AZURE_KEY",
+                "CBOB_SOURCE_AZURE_SAS",
+                "the container in the --source URL",
+            ),
+            (
+                replica,
+                "`secret_key` of replica \"west\"",
+                "`sas_token` of replica \"west\"",
+                "`container` of replica \"west\"",
+            ),
+        ] {
+            let mut s = spec();
+            s.settings = settings.clone();
+            s.secret_key = None;
+            let m = err(&s);
+            assert!(m.contains("no Azure credentials"), "{m}");
+            assert!(m.contains(key) && m.contains(sas), "{m}");
+            assert!(!m.contains("CBOB_DEST_"), "{m}");
+            let mut s = spec();
+            s.settings = settings.clone();
+            s.sas_token = Some(Secret::new("sv=2022-11-02&sig=abc"));
+            let m = err(&s);
+            assert!(
+                m.contains("both") && m.contains(key) && m.contains(sas),
+                "{m}"
+            );
+            assert!(!m.contains("CBOB_DEST_"), "{m}");
+            let mut s = spec();
+            s.settings = settings.clone();
+            s.bucket = None;
+            let m = err(&s);
+            assert!(m.contains(container) && !m.contains("CBOB_DEST_"), "{m}");
+            let mut s = spec();
+            s.settings = settings.clone();
+            assert_eq!(AzureConfig::from_spec(&s).unwrap().settings, settings);
+        }
     }
 
     #[test]

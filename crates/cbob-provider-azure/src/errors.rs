@@ -4,7 +4,7 @@
 //! part of every URL); known secrets are masked in whatever text the service or transport sent.
 
 use azure_core::error::ErrorKind as AzKind;
-use cbob_core::storage::{StorageError, StorageErrorKind};
+use cbob_core::storage::{Setting, SettingNames, StorageError, StorageErrorKind};
 
 /// Where an operation ran, for messages.
 #[derive(Debug, Clone)]
@@ -12,8 +12,8 @@ pub(crate) struct Ctx<'a> {
     /// `azure://account/container/prefix at endpoint`.
     pub provider: &'a str,
     pub container: &'a str,
-    /// The setting to fix when the container is missing.
-    pub container_setting: &'a str,
+    /// Which settings configured the store, named in what to fix.
+    pub settings: &'a SettingNames,
     /// `head`, `get`, `put`, ...
     pub op: &'static str,
     /// The provider-relative key or prefix, when the operation has one.
@@ -230,13 +230,17 @@ impl Failure {
             K::NotFound if code == "ContainerNotFound" => format!(
                 "container '{}' does not exist; create it (e.g. `az storage container create \
                  --name {}`), or fix the container name in {}",
-                ctx.container, ctx.container, ctx.container_setting
+                ctx.container,
+                ctx.container,
+                ctx.settings.name(Setting::Container)
             ),
             K::NotFound => format!("not found{detail}"),
             K::Unauthenticated => format!(
                 "the credentials were rejected{detail}; check the storage account name and the \
-                 account key (CBOB_DEST_AZURE_KEY) or SAS token (CBOB_DEST_AZURE_SAS): a SAS must \
-                 be for this container, not expired, and signed by a current account key"
+                 account key ({}) or SAS token ({}): a SAS must be for this container, not \
+                 expired, and signed by a current account key",
+                ctx.settings.name(Setting::AzureKey),
+                ctx.settings.name(Setting::AzureSas)
             ),
             K::PermissionDenied => format!(
                 "access denied{detail}; the credentials work but may not do this on container \
@@ -350,7 +354,7 @@ mod tests {
         let ctx = Ctx {
             provider: "azure://acct/cont/p",
             container: "cont",
-            container_setting: "CBOB_DEST_CONTAINER",
+            settings: &SettingNames::Destination,
             op: "list",
             key: Some("x/"),
         };
@@ -385,5 +389,31 @@ mod tests {
         let e = redact("url (http://h/c?sv=1&sig=abcd%2bef&se=2) failed", &[]);
         assert_eq!(e, "url (http://h/c?sv=1&sig=***&se=2) failed");
         assert_eq!(redact("design=ok", &[]), "design=ok");
+    }
+
+    #[test]
+    fn a_source_failure_names_the_source_settings() {
+        let ctx = Ctx {
+            provider: "azure://acct/cont/p",
+            container: "cont",
+            settings: &SettingNames::Source,
+            op: "list",
+            key: None,
+        };
+        let f = Failure {
+            kind: K::Unauthenticated,
+            code: Some("AuthenticationFailed".into()),
+            status: Some(403),
+            detail: String::new(),
+            refresh: false,
+            transient: false,
+        };
+        let e = f.into_error(&ctx, &[]);
+        assert!(
+            e.message().contains("CBOB_SOURCE_AZURE_KEY")
+                && e.message().contains("CBOB_SOURCE_AZURE_SAS")
+                && !e.message().contains("CBOB_DEST_"),
+            "{e}"
+        );
     }
 }

@@ -44,7 +44,7 @@ impl Shared {
         Ctx {
             provider: &self.describe,
             container: &self.cfg.container,
-            container_setting: &self.cfg.container_setting,
+            settings: &self.cfg.settings,
             op,
             key,
         }

@@ -104,7 +104,7 @@ pub(crate) async fn client(cfg: &GcsConfig) -> StorageResult<(Client, String)> {
                 let ctx = Ctx {
                     provider: &describe,
                     bucket: &cfg.bucket,
-                    bucket_setting: &cfg.bucket_setting,
+                    settings: &cfg.settings,
                     credentials_setting: &credentials_setting,
                     anonymous: false,
                     op: "authenticate",
@@ -124,4 +124,53 @@ fn auth_failure(e: AuthError) -> Failure {
         gcloud_storage::http::Error::TokenSource(boxed),
         crate::errors::NotFoundMeans::Object,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cbob_core::storage::{ProviderSpec, SettingNames};
+
+    /// A bad key file is reported with the setting that named it, for each kind of origin.
+    #[tokio::test]
+    async fn a_bad_credentials_file_names_the_setting_it_came_from() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let not_json = dir.join("not-json.json");
+        std::fs::write(&not_json, "this is not json").unwrap();
+        let replica = SettingNames::Replica {
+            name: "asia".into(),
+        };
+        for (settings, want) in [
+            (
+                SettingNames::Destination,
+                "(from CBOB_DEST_GCS_CREDENTIALS)",
+            ),
+            (SettingNames::Source, "(from CBOB_SOURCE_GCS_CREDENTIALS)"),
+            (replica, "(from `credentials_file` of replica \"asia\")"),
+        ] {
+            for (path, why) in [
+                (not_json.clone(), "is not valid JSON"),
+                (dir.join("missing.json"), "does not exist"),
+            ] {
+                let spec = ProviderSpec {
+                    kind: "gcs".into(),
+                    bucket: Some("bkt".into()),
+                    credentials_file: Some(path),
+                    settings: settings.clone(),
+                    ..ProviderSpec::default()
+                };
+                let cfg = GcsConfig::from_spec_with_env(&spec, |_| None).unwrap();
+                let e = client(&cfg)
+                    .await
+                    .err()
+                    .expect("a bad key file must fail")
+                    .to_string();
+                assert!(e.contains(want) && e.contains(why), "{e}");
+                if settings != SettingNames::Destination {
+                    assert!(!e.contains("CBOB_DEST_"), "{e}");
+                }
+            }
+        }
+    }
 }

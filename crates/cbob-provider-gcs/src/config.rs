@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cbob_core::layers::RetryPolicy;
-use cbob_core::storage::{ProviderSpec, StorageError, StorageErrorKind, StorageResult};
+use cbob_core::storage::{
+    ProviderSpec, Setting, SettingNames, StorageError, StorageErrorKind, StorageResult,
+};
 
 /// The public JSON API endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
@@ -34,7 +36,7 @@ pub enum GcsAuth {
     CredentialsFile {
         path: PathBuf,
         /// The setting the path came from, named in every error about the file.
-        setting: &'static str,
+        setting: String,
     },
 }
 
@@ -63,8 +65,8 @@ pub struct GcsConfig {
     pub upload_retry: RetryPolicy,
     /// Objects per listing page (GCS allows up to 1000).
     pub list_page_size: i32,
-    /// The setting an operator fixes when the bucket does not exist, named in that error.
-    pub bucket_setting: String,
+    /// Which settings configured this store, so errors name the ones the operator wrote.
+    pub settings: SettingNames,
 }
 
 impl GcsConfig {
@@ -85,7 +87,7 @@ impl GcsConfig {
                 max_delay: Duration::from_secs(8),
             },
             list_page_size: 1000,
-            bucket_setting: "CBOB_DEST_BUCKET, the replica's `bucket` or the --source URL".into(),
+            settings: SettingNames::default(),
         }
     }
 
@@ -104,6 +106,7 @@ impl GcsConfig {
         env: impl Fn(&str) -> Option<String>,
     ) -> StorageResult<Self> {
         let config_err = |msg: String| StorageError::new(StorageErrorKind::Config, msg);
+        let names = &spec.settings;
         let bucket = spec
             .bucket
             .as_deref()
@@ -111,14 +114,16 @@ impl GcsConfig {
             .filter(|b| !b.is_empty())
             .ok_or_else(|| {
                 config_err(format!(
-                    "{}: no bucket given; set CBOB_DEST_BUCKET (or the bucket of a gcs://bucket/prefix URL)",
-                    spec.describe()
+                    "{}: no bucket given; set {}",
+                    spec.describe(),
+                    names.name(Setting::Bucket)
                 ))
             })?;
         validate_bucket_name(bucket).map_err(|why| {
             config_err(format!(
-                "{}: bucket name {bucket:?} is not a valid GCS bucket name ({why}); fix CBOB_DEST_BUCKET",
-                spec.describe()
+                "{}: bucket name {bucket:?} is not a valid GCS bucket name ({why}); fix {}",
+                spec.describe(),
+                names.name(Setting::Bucket)
             ))
         })?;
         let endpoint = spec
@@ -131,8 +136,9 @@ impl GcsConfig {
             && !(ep.starts_with("http://") || ep.starts_with("https://"))
         {
             return Err(config_err(format!(
-                "{}: endpoint {ep:?} must start with http:// or https:// (fix CBOB_DEST_ENDPOINT)",
-                spec.describe()
+                "{}: endpoint {ep:?} must start with http:// or https:// (fix {})",
+                spec.describe(),
+                names.name(Setting::Endpoint)
             )));
         }
         let auth = match (
@@ -141,23 +147,26 @@ impl GcsConfig {
         ) {
             (Some(path), _) => GcsAuth::CredentialsFile {
                 path: path.clone(),
-                setting: "CBOB_DEST_GCS_CREDENTIALS",
+                setting: names.name(Setting::GcsCredentials),
             },
             (None, Some(path)) if !path.trim().is_empty() => GcsAuth::CredentialsFile {
                 path: PathBuf::from(path.trim()),
-                setting: "GOOGLE_APPLICATION_CREDENTIALS",
+                setting: "GOOGLE_APPLICATION_CREDENTIALS".into(),
             },
             _ if endpoint.is_some() => GcsAuth::Anonymous,
             _ => {
                 return Err(config_err(format!(
-                    "{}: no GCS credentials; set CBOB_DEST_GCS_CREDENTIALS (or GOOGLE_APPLICATION_CREDENTIALS) \
-                     to a service-account JSON key file, or set CBOB_DEST_ENDPOINT to use an emulator \
+                    "{}: no GCS credentials; set {} (or GOOGLE_APPLICATION_CREDENTIALS) \
+                     to a service-account JSON key file, or set {} to use an emulator \
                      without credentials",
-                    spec.describe()
+                    spec.describe(),
+                    names.name(Setting::GcsCredentials),
+                    names.name(Setting::Endpoint)
                 )));
             }
         };
         let mut c = Self::new(bucket, auth);
+        c.settings = names.clone();
         c.prefix = spec.prefix.trim_matches('/').to_string();
         if let Some(ep) = endpoint {
             c.endpoint = ep;
@@ -312,7 +321,7 @@ mod tests {
             c.auth,
             GcsAuth::CredentialsFile {
                 path: "/keys/sa.json".into(),
-                setting: "GOOGLE_APPLICATION_CREDENTIALS"
+                setting: "GOOGLE_APPLICATION_CREDENTIALS".into()
             }
         );
         assert_eq!(
@@ -325,11 +334,8 @@ mod tests {
         s.endpoint = Some("https://storage.example.internal/".into());
         let c = GcsConfig::from_spec_with_env(&s, gac).unwrap();
         assert!(matches!(
-            c.auth,
-            GcsAuth::CredentialsFile {
-                setting: "CBOB_DEST_GCS_CREDENTIALS",
-                ..
-            }
+            &c.auth,
+            GcsAuth::CredentialsFile { setting, .. } if setting == "CBOB_DEST_GCS_CREDENTIALS"
         ));
         assert_eq!(c.endpoint, "https://storage.example.internal");
         assert_eq!(
@@ -343,6 +349,53 @@ mod tests {
             GcsConfig::from_spec_with_env(&s, no_env).unwrap().auth,
             GcsAuth::Anonymous
         );
+    }
+
+    #[test]
+    fn source_and_replica_errors_name_their_own_settings() {
+        let replica = SettingNames::Replica {
+            name: "asia".into(),
+        };
+        for (settings, bucket, creds, endpoint) in [
+            (
+                SettingNames::Source,
+                "the bucket in the --source URL",
+                "CBOB_SOURCE_GCS_CREDENTIALS",
+                "CBOB_SOURCE_ENDPOINT",
+            ),
+            (
+                replica,
+                "`bucket` of replica \"asia\"",
+                "`credentials_file` of replica \"asia\"",
+                "`endpoint` of replica \"asia\"",
+            ),
+        ] {
+            let mut s = spec();
+            s.settings = settings.clone();
+            let e = GcsConfig::from_spec_with_env(&s, no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(creds) && e.contains(endpoint), "{e}");
+            assert!(!e.contains("CBOB_DEST_"), "{e}");
+            s.bucket = None;
+            let e = GcsConfig::from_spec_with_env(&s, no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(bucket) && !e.contains("CBOB_DEST_"), "{e}");
+            // The credentials file remembers which setting named it, for later errors.
+            let mut s = spec();
+            s.settings = settings.clone();
+            s.credentials_file = Some("/keys/sa.json".into());
+            let c = GcsConfig::from_spec_with_env(&s, no_env).unwrap();
+            assert_eq!(
+                c.auth,
+                GcsAuth::CredentialsFile {
+                    path: "/keys/sa.json".into(),
+                    setting: creds.into()
+                }
+            );
+            assert_eq!(c.settings, settings);
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::error::Error as StdError;
 
-use cbob_core::storage::{StorageError, StorageErrorKind};
+use cbob_core::storage::{Setting, SettingNames, StorageError, StorageErrorKind};
 use gcloud_storage::client::google_cloud_auth::error::Error as AuthError;
 use gcloud_storage::http::Error as GcsError;
 
@@ -18,8 +18,8 @@ pub(crate) struct Ctx<'a> {
     /// `gcs://bucket/prefix at endpoint`.
     pub provider: &'a str,
     pub bucket: &'a str,
-    /// The setting to fix when the bucket is missing (`CBOB_DEST_BUCKET ...`).
-    pub bucket_setting: &'a str,
+    /// Which settings configured the store, named in what to fix.
+    pub settings: &'a SettingNames,
     /// The setting that named the credentials, for authentication failures.
     pub credentials_setting: &'a str,
     /// Requests carry no credentials (only an endpoint was configured).
@@ -235,7 +235,8 @@ impl Failure {
         let explanation = match self.kind {
             K::NotFound if self.bucket_missing => format!(
                 "bucket '{}' does not exist; create it, or fix the bucket name in {}",
-                ctx.bucket, ctx.bucket_setting
+                ctx.bucket,
+                ctx.settings.name(Setting::Bucket)
             ),
             K::NotFound => format!("not found{detail}"),
             K::Unauthenticated if self.token => format!(
@@ -244,8 +245,9 @@ impl Failure {
                 ctx.credentials_setting
             ),
             K::Unauthenticated | K::PermissionDenied if ctx.anonymous => format!(
-                "the service refused an anonymous request{detail}; set CBOB_DEST_GCS_CREDENTIALS (or \
+                "the service refused an anonymous request{detail}; set {} (or \
                  GOOGLE_APPLICATION_CREDENTIALS) to a service-account JSON key that may use bucket '{}'",
+                ctx.settings.name(Setting::GcsCredentials),
                 ctx.bucket
             ),
             K::Unauthenticated => format!(
@@ -288,7 +290,7 @@ mod tests {
         Ctx {
             provider: "gcs://b/p",
             bucket: "b",
-            bucket_setting: "CBOB_DEST_BUCKET",
+            settings: &SettingNames::Destination,
             credentials_setting: "CBOB_DEST_GCS_CREDENTIALS",
             anonymous: false,
             op: "list",
@@ -413,5 +415,38 @@ mod tests {
             error_description: "try later".into(),
         }));
         assert!(to_storage_error(token, NotFoundMeans::Object, &ctx()).is_transient());
+    }
+
+    #[test]
+    fn a_replica_failure_names_the_replica_fields() {
+        let replica = SettingNames::Replica {
+            name: "asia".into(),
+        };
+        let anonymous = Ctx {
+            settings: &replica,
+            anonymous: true,
+            ..ctx()
+        };
+        let e = to_storage_error(
+            response(401, "Login Required"),
+            NotFoundMeans::Object,
+            &anonymous,
+        );
+        assert!(
+            e.message()
+                .contains("`credentials_file` of replica \"asia\"")
+                && !e.message().contains("CBOB_DEST_"),
+            "{e}"
+        );
+        let e = to_storage_error(
+            response(404, "Not Found"),
+            NotFoundMeans::Bucket,
+            &anonymous,
+        );
+        assert!(
+            e.message().contains("`bucket` of replica \"asia\"")
+                && !e.message().contains("CBOB_DEST_"),
+            "{e}"
+        );
     }
 }

@@ -42,7 +42,7 @@ impl Shared {
         Ctx {
             provider: &self.describe,
             bucket: &self.cfg.bucket,
-            bucket_setting: &self.cfg.bucket_setting,
+            settings: &self.cfg.settings,
             credentials_setting: &self.credentials_setting,
             anonymous: self.cfg.auth == GcsAuth::Anonymous,
             op,
@@ -154,7 +154,11 @@ impl GcsProvider {
         let copy_identity = format!("{}|{who}", cfg.endpoint.trim_end_matches('/'));
         let describe = cfg.describe();
         let credentials_setting = match &cfg.auth {
-            GcsAuth::Anonymous => "CBOB_DEST_GCS_CREDENTIALS (not set)".to_string(),
+            GcsAuth::Anonymous => format!(
+                "{} (not set)",
+                cfg.settings
+                    .name(cbob_core::storage::Setting::GcsCredentials)
+            ),
             GcsAuth::CredentialsFile { path, setting } => {
                 format!("{setting} ({})", path.display())
             }

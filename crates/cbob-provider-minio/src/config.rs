@@ -3,7 +3,7 @@
 //! operation requires them, and the credentials are a MinIO user's access key and secret key.
 
 use cbob_core::Secret;
-use cbob_core::storage::{ProviderSpec, StorageError, StorageErrorKind, StorageResult};
+use cbob_core::storage::{ProviderSpec, Setting, StorageError, StorageErrorKind, StorageResult};
 use cbob_provider_s3::{DEFAULT_REGION, S3Config};
 
 /// The provider kind and URL scheme.
@@ -36,8 +36,9 @@ pub fn config_from_spec_with_env(
     let describe = spec.describe();
     if spec.endpoint.as_deref().is_none_or(|e| e.trim().is_empty()) {
         return Err(config_err(format!(
-            "{describe}: MinIO needs the server's address; set CBOB_DEST_ENDPOINT (CBOB_SOURCE_ENDPOINT \
-             for a --source URL, `endpoint` for a replica), e.g. https://minio.example.internal:9000"
+            "{describe}: MinIO needs the server's address; set {}, e.g. \
+             https://minio.example.internal:9000",
+            spec.settings.name(Setting::Endpoint)
         )));
     }
     if let Some(v) = spec.options.get("path_style")
@@ -62,9 +63,10 @@ pub fn config_from_spec_with_env(
             }
             None => {
                 return Err(config_err(format!(
-                    "{describe}: no MinIO credentials; set CBOB_DEST_ACCESS_KEY and CBOB_DEST_SECRET_KEY \
-                     (CBOB_SOURCE_* for a --source URL, `access_key`/`secret_key` for a replica) to the \
-                     MinIO user's access key and secret key, or MINIO_ACCESS_KEY and MINIO_SECRET_KEY"
+                    "{describe}: no MinIO credentials; set {} to the MinIO user's access key and \
+                     secret key, or MINIO_ACCESS_KEY and MINIO_SECRET_KEY",
+                    spec.settings
+                        .pair(Setting::AccessKey, Setting::SecretKey, " and ")
                 )));
             }
         }
@@ -84,6 +86,7 @@ pub fn config_from_spec_with_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cbob_core::storage::SettingNames;
     use cbob_provider_s3::S3Auth;
 
     fn spec() -> ProviderSpec {
@@ -134,6 +137,39 @@ mod tests {
                 e.message().contains("CBOB_DEST_ENDPOINT") && e.message().starts_with("minio://"),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn source_and_replica_errors_name_their_own_settings() {
+        let replica = SettingNames::Replica { name: "lab".into() };
+        for (settings, endpoint, keys) in [
+            (
+                SettingNames::Source,
+                "CBOB_SOURCE_ENDPOINT",
+                "CBOB_SOURCE_ACCESS_KEY and CBOB_SOURCE_SECRET_KEY",
+            ),
+            (
+                replica,
+                "`endpoint` of replica \"lab\"",
+                "`access_key` and `secret_key` of replica \"lab\"",
+            ),
+        ] {
+            let mut s = spec();
+            s.settings = settings.clone();
+            s.endpoint = None;
+            let e = config_from_spec_with_env(&s, no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(endpoint) && !e.contains("CBOB_DEST_"), "{e}");
+            let mut s = spec();
+            s.settings = settings;
+            s.access_key = None;
+            s.secret_key = None;
+            let e = config_from_spec_with_env(&s, no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(keys) && !e.contains("CBOB_DEST_"), "{e}");
         }
     }
 

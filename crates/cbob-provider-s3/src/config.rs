@@ -6,7 +6,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use cbob_core::storage::credentials::{CredentialSource, S3Credentials};
-use cbob_core::storage::{ProviderSpec, StorageError, StorageErrorKind, StorageResult};
+use cbob_core::storage::{
+    ProviderSpec, Setting, SettingNames, StorageError, StorageErrorKind, StorageResult,
+};
 
 /// Smallest part S3 accepts (except the last one).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -92,8 +94,8 @@ pub struct S3Config {
     pub copy_part_size: u64,
     /// Attempts per HTTP request inside the SDK (1 = no SDK retry); see `client.rs`.
     pub sdk_max_attempts: u32,
-    /// The setting an operator fixes when the bucket does not exist, named in that error.
-    pub bucket_setting: String,
+    /// Which settings configured this store, so errors name the ones the operator wrote.
+    pub settings: SettingNames,
 }
 
 impl S3Config {
@@ -117,7 +119,7 @@ impl S3Config {
             copy_multipart_threshold: MAX_SINGLE_OBJECT,
             copy_part_size: 512 * 1024 * 1024,
             sdk_max_attempts: 3,
-            bucket_setting: "CBOB_DEST_BUCKET, the replica's `bucket` or the --source URL".into(),
+            settings: SettingNames::default(),
         }
     }
 
@@ -136,10 +138,11 @@ impl S3Config {
                 config_err(format!(
                     "{}: no bucket given; set {}",
                     spec.describe(),
-                    "CBOB_DEST_BUCKET"
+                    spec.settings.name(Setting::Bucket)
                 ))
             })?;
         let mut c = Self::new(bucket);
+        c.settings = spec.settings.clone();
         c.prefix = spec.prefix.trim_matches('/').to_string();
         c.endpoint = spec
             .endpoint
@@ -291,9 +294,11 @@ fn auth_from_spec(spec: &ProviderSpec) -> StorageResult<S3Auth> {
         _ => Err(StorageError::new(
             StorageErrorKind::Config,
             format!(
-                "{}: an access key and a secret key go together; set both (CBOB_DEST_ACCESS_KEY and \
-                 CBOB_DEST_SECRET_KEY) or neither (to use the AWS credential chain)",
-                spec.describe()
+                "{}: an access key and a secret key go together; set both ({}) or neither (to use \
+                 the AWS credential chain)",
+                spec.describe(),
+                spec.settings
+                    .pair(Setting::AccessKey, Setting::SecretKey, " and ")
             ),
         )),
     }
@@ -337,6 +342,47 @@ mod tests {
             S3Config::from_spec(&s).unwrap_err().kind(),
             StorageErrorKind::Config
         );
+    }
+
+    #[test]
+    fn config_errors_name_the_settings_used() {
+        let replica = SettingNames::Replica { name: "eu".into() };
+        for (settings, bucket, keys) in [
+            (
+                SettingNames::Destination,
+                "CBOB_DEST_BUCKET",
+                "CBOB_DEST_ACCESS_KEY and CBOB_DEST_SECRET_KEY",
+            ),
+            (
+                SettingNames::Source,
+                "the bucket in the --source URL",
+                "CBOB_SOURCE_ACCESS_KEY and CBOB_SOURCE_SECRET_KEY",
+            ),
+            (
+                replica,
+                "`bucket` of replica \"eu\"",
+                "`access_key` and `secret_key` of replica \"eu\"",
+            ),
+        ] {
+            let is_dest = settings == SettingNames::Destination;
+            let no_bucket = ProviderSpec {
+                kind: "s3".into(),
+                settings: settings.clone(),
+                ..ProviderSpec::default()
+            };
+            let e = S3Config::from_spec(&no_bucket).unwrap_err().to_string();
+            assert!(e.contains(bucket), "{e}");
+            assert!(is_dest || !e.contains("CBOB_DEST_"), "{e}");
+            let mut half = spec();
+            half.settings = settings.clone();
+            half.access_key = Some(Secret::new("AKIAXXXXXXXX"));
+            let e = S3Config::from_spec(&half).unwrap_err().to_string();
+            assert!(e.contains(keys), "{e}");
+            assert!(is_dest || !e.contains("CBOB_DEST_"), "{e}");
+            // Later errors (missing bucket at the service) read the settings from the config.
+            half.secret_key = Some(Secret::new("sk"));
+            assert_eq!(S3Config::from_spec(&half).unwrap().settings, settings);
+        }
     }
 
     #[test]

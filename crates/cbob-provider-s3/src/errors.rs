@@ -7,7 +7,7 @@ use std::error::Error as StdError;
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use cbob_core::storage::{StorageError, StorageErrorKind};
+use cbob_core::storage::{Setting, SettingNames, StorageError, StorageErrorKind};
 
 /// Where an operation ran, for messages.
 #[derive(Debug, Clone)]
@@ -15,8 +15,8 @@ pub(crate) struct Ctx<'a> {
     /// `s3://bucket/prefix at endpoint`.
     pub provider: &'a str,
     pub bucket: &'a str,
-    /// The setting to fix when the bucket is missing (`CBOB_DEST_BUCKET ...`).
-    pub bucket_setting: &'a str,
+    /// Which settings configured the store, named in what to fix.
+    pub settings: &'a SettingNames,
     /// `head`, `get`, `put`, ...
     pub op: &'static str,
     /// The provider-relative key or prefix, when the operation has one.
@@ -200,7 +200,8 @@ impl Failure {
         let explanation = match self.kind {
             K::NotFound if code == "NoSuchBucket" => format!(
                 "bucket '{}' does not exist; create it, or fix the bucket name in {}",
-                ctx.bucket, ctx.bucket_setting
+                ctx.bucket,
+                ctx.settings.name(Setting::Bucket)
             ),
             K::NotFound => format!("not found{detail}"),
             K::Unauthenticated if code == "InvalidToken" => format!(
@@ -209,7 +210,9 @@ impl Failure {
             ),
             K::Unauthenticated => format!(
                 "the credentials were rejected{detail}; check the access key id and secret key \
-                 (CBOB_DEST_ACCESS_KEY / CBOB_DEST_SECRET_KEY, the replica's keys, or the AWS credential chain)"
+                 ({}, or the AWS credential chain)",
+                ctx.settings
+                    .pair(Setting::AccessKey, Setting::SecretKey, " / ")
             ),
             K::CredentialsExpired => format!("the temporary credentials expired{detail}"),
             K::PermissionDenied => format!(
@@ -287,7 +290,7 @@ mod tests {
         let ctx = Ctx {
             provider: "s3://b/p",
             bucket: "b",
-            bucket_setting: "CBOB_DEST_BUCKET",
+            settings: &SettingNames::Destination,
             op: "list",
             key: Some("x/"),
         };
@@ -313,8 +316,55 @@ mod tests {
         };
         let e = f.into_error(&ctx, &["wJalrXUtnFEMI".into()]);
         assert!(
-            !e.message().contains("wJalrXUtnFEMI") && e.message().contains("secret key"),
+            !e.message().contains("wJalrXUtnFEMI")
+                && e.message()
+                    .contains("CBOB_DEST_ACCESS_KEY / CBOB_DEST_SECRET_KEY"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn source_and_replica_failures_name_their_own_settings() {
+        let rejected = || Failure {
+            kind: K::Unauthenticated,
+            code: Some("SignatureDoesNotMatch".into()),
+            status: Some(403),
+            detail: String::new(),
+            refresh: false,
+        };
+        let no_bucket = || Failure {
+            kind: K::NotFound,
+            code: Some("NoSuchBucket".into()),
+            status: Some(404),
+            detail: String::new(),
+            refresh: false,
+        };
+        let replica = SettingNames::Replica { name: "eu".into() };
+        for (settings, keys, bucket) in [
+            (
+                &SettingNames::Source,
+                "CBOB_SOURCE_ACCESS_KEY / CBOB_SOURCE_SECRET_KEY",
+                "the bucket in the --source URL",
+            ),
+            (
+                &replica,
+                "`access_key` / `secret_key` of replica \"eu\"",
+                "`bucket` of replica \"eu\"",
+            ),
+        ] {
+            let ctx = Ctx {
+                provider: "s3://b/p",
+                bucket: "b",
+                settings,
+                op: "list",
+                key: None,
+            };
+            let e = rejected().into_error(&ctx, &[]);
+            assert!(e.message().contains(keys), "{e}");
+            assert!(!e.message().contains("CBOB_DEST_"), "{e}");
+            let e = no_bucket().into_error(&ctx, &[]);
+            assert!(e.message().contains(bucket), "{e}");
+            assert!(!e.message().contains("CBOB_DEST_"), "{e}");
+        }
     }
 }

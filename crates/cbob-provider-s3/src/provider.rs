@@ -37,7 +37,7 @@ impl Shared {
         Ctx {
             provider: &self.describe,
             bucket: &self.cfg.bucket,
-            bucket_setting: &self.cfg.bucket_setting,
+            settings: &self.cfg.settings,
             op,
             key,
         }

@@ -38,7 +38,7 @@ pub use value::ByteRate;
 
 use crate::logging::{LogFormat, LogLevel};
 use crate::secret::Secret;
-use crate::storage::ProviderSpec;
+use crate::storage::{ProviderSpec, SettingNames};
 
 /// The destination kinds `CBOB_DEST_TYPE` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,6 +304,7 @@ pub fn source_spec_from_url(
     })?;
     if spec.kind != "local" {
         spec.endpoint = source.endpoint.clone();
+        spec.settings = SettingNames::Source;
     }
     match spec.kind.as_str() {
         "s3" | "minio" => {

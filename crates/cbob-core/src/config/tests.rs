@@ -509,6 +509,7 @@ fn source_specs() {
     assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:9000/"));
     assert_eq!(s.region.as_deref(), Some("eu-west-1"));
     assert_eq!(s.access_key.as_ref().map(|k| k.expose()), Some("AK"));
+    assert_eq!(s.settings, crate::storage::SettingNames::Source);
     let s = c.source_spec("file:///srv/repo").unwrap();
     assert_eq!((s.kind.as_str(), s.endpoint), ("local", None));
     let p = c.source_spec("ftp:/x").unwrap_err();

@@ -10,7 +10,7 @@ use serde_yaml_ng::{Mapping, Value};
 
 use crate::config::ByteRate;
 use crate::secret::Secret;
-use crate::storage::ProviderSpec;
+use crate::storage::{ProviderSpec, SettingNames};
 
 /// A problem in the replication file, with where it is and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,8 @@ pub struct StoreConfig {
     pub storage_class: Option<String>,
     pub sse: Option<String>,
     pub kms_key_id: Option<String>,
+    /// Whose YAML fields these are, for the settings provider errors name.
+    pub settings: SettingNames,
 }
 
 /// One replica.
@@ -378,6 +380,7 @@ impl Parser<'_> {
             storage_class: self.string(map, "storage_class", path),
             sse: self.string(map, "sse", path),
             kms_key_id: self.string(map, "kms_key_id", path),
+            settings: SettingNames::ReplicationPrimary,
         })
     }
 
@@ -494,7 +497,8 @@ impl Parser<'_> {
                             format!("duplicate replica name {name:?}"),
                         );
                     }
-                    if let Some(store) = self.store(item, &p) {
+                    if let Some(mut store) = self.store(item, &p) {
+                        store.settings = SettingNames::Replica { name: name.clone() };
                         replicas.push(ReplicaConfig { name, store });
                     }
                 }
@@ -550,6 +554,7 @@ impl StoreConfig {
             access_key: self.access_key.clone(),
             secret_key: self.secret_key.clone(),
             storage_class: self.storage_class.clone(),
+            settings: self.settings.clone(),
             ..ProviderSpec::default()
         };
         if let Some(sse) = &self.sse {
@@ -715,6 +720,22 @@ replication:
             Some("https://nyc3.digitaloceanspaces.com")
         );
         assert_eq!(spec.access_key.unwrap().expose(), "AK");
+        // Provider errors name the replica's YAML fields, and the primary's.
+        assert_eq!(
+            spec.settings,
+            SettingNames::Replica {
+                name: "do-nyc".into()
+            }
+        );
+        assert_eq!(
+            cfg.primary
+                .as_ref()
+                .unwrap()
+                .provider_spec()
+                .unwrap()
+                .settings,
+            SettingNames::ReplicationPrimary
+        );
         let az = cfg.replicas[1].store.provider_spec().unwrap();
         assert_eq!(
             (

@@ -24,7 +24,7 @@ pub use body::{Body, ByteStream, collect_stream};
 pub use error::{StorageError, StorageErrorKind, StorageResult};
 pub use key::{KeyPrefix, ObjectKey, listed_dir, listed_key};
 pub use registry::{ProviderFactory, ProviderRegistry};
-pub use spec::ProviderSpec;
+pub use spec::{ProviderSpec, Setting, SettingNames};
 
 /// Hashes a provider reports for an object, when it knows them. None of these is required;
 /// end-to-end integrity comes from pgBackRest's own checksums, these are a cheap extra.

@@ -42,6 +42,117 @@ pub struct ProviderSpec {
     pub s3_credentials: Option<Arc<dyn CredentialSource<S3Credentials>>>,
     /// Refreshable Azure credentials (a Crunchy Bridge backup token); overrides key and SAS.
     pub azure_credentials: Option<Arc<dyn CredentialSource<AzureCredentials>>>,
+    /// Which settings the operator wrote this spec with, so errors name those settings.
+    pub settings: SettingNames,
+}
+
+/// Where a spec's values came from: the destination keys, the `--source` keys, or a replication
+/// YAML store. Providers ask it for the name of a setting to put in an error message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SettingNames {
+    /// `CBOB_DEST_*` (and `CBOB_TARGET_PATH`).
+    #[default]
+    Destination,
+    /// A `--source URL` with `CBOB_SOURCE_*` credentials.
+    Source,
+    /// `replication.primary` in a replication YAML.
+    ReplicationPrimary,
+    /// Replica `name` in a replication YAML.
+    Replica { name: String },
+}
+
+/// A setting a provider may need fixed, named by its `CBOB_DEST_*` suffix's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    Bucket,
+    Container,
+    Prefix,
+    Endpoint,
+    Region,
+    AccessKey,
+    SecretKey,
+    AzureAccount,
+    AzureKey,
+    AzureSas,
+    GcsCredentials,
+}
+
+impl Setting {
+    /// The key suffix after `CBOB_DEST_` / `CBOB_SOURCE_`.
+    fn env_suffix(self) -> &'static str {
+        match self {
+            Setting::Bucket => "BUCKET",
+            Setting::Container => "CONTAINER",
+            Setting::Prefix => "PREFIX",
+            Setting::Endpoint => "ENDPOINT",
+            Setting::Region => "REGION",
+            Setting::AccessKey => "ACCESS_KEY",
+            Setting::SecretKey => "SECRET_KEY",
+            Setting::AzureAccount => "AZURE_ACCOUNT",
+            Setting::AzureKey => "AZURE_KEY",
+            Setting::AzureSas => "AZURE_SAS",
+            Setting::GcsCredentials => "GCS_CREDENTIALS",
+        }
+    }
+
+    /// The field of a replication YAML store (see `replicate::config`): the Azure shared key
+    /// travels as `secret_key` there.
+    fn yaml_field(self) -> &'static str {
+        match self {
+            Setting::Bucket => "bucket",
+            Setting::Container => "container",
+            Setting::Prefix => "prefix",
+            Setting::Endpoint => "endpoint",
+            Setting::Region => "region",
+            Setting::AccessKey => "access_key",
+            Setting::SecretKey | Setting::AzureKey => "secret_key",
+            Setting::AzureAccount => "storage_account",
+            Setting::AzureSas => "sas_token",
+            Setting::GcsCredentials => "credentials_file",
+        }
+    }
+}
+
+impl SettingNames {
+    fn yaml_owner(&self) -> String {
+        match self {
+            SettingNames::Replica { name } => format!("replica {name:?}"),
+            _ => "replication.primary".into(),
+        }
+    }
+
+    /// The text naming `setting` in a message: `CBOB_DEST_ACCESS_KEY`,
+    /// `CBOB_SOURCE_ACCESS_KEY`, `` `access_key` of replica "eu" ``. A `--source` takes its
+    /// bucket, container, account and prefix from the URL, so those name the URL.
+    pub fn name(&self, setting: Setting) -> String {
+        match self {
+            SettingNames::Destination => format!("CBOB_DEST_{}", setting.env_suffix()),
+            SettingNames::Source => match setting {
+                Setting::Bucket => "the bucket in the --source URL".into(),
+                Setting::Container => "the container in the --source URL".into(),
+                Setting::AzureAccount => "the storage account in the --source URL".into(),
+                Setting::Prefix => "the prefix in the --source URL".into(),
+                other => format!("CBOB_SOURCE_{}", other.env_suffix()),
+            },
+            SettingNames::ReplicationPrimary | SettingNames::Replica { .. } => {
+                format!("`{}` of {}", setting.yaml_field(), self.yaml_owner())
+            }
+        }
+    }
+
+    /// Two settings that go together, e.g. `CBOB_SOURCE_ACCESS_KEY and CBOB_SOURCE_SECRET_KEY`
+    /// or `` `access_key` and `secret_key` of replica "eu" ``.
+    pub fn pair(&self, a: Setting, b: Setting, joiner: &str) -> String {
+        match self {
+            SettingNames::ReplicationPrimary | SettingNames::Replica { .. } => format!(
+                "`{}`{joiner}`{}` of {}",
+                a.yaml_field(),
+                b.yaml_field(),
+                self.yaml_owner()
+            ),
+            _ => format!("{}{joiner}{}", self.name(a), self.name(b)),
+        }
+    }
 }
 
 impl ProviderSpec {
@@ -168,5 +279,33 @@ mod tests {
         let e = ProviderSpec::parse_url("ftp://host/repo").unwrap_err();
         assert_eq!(e.kind(), StorageErrorKind::Config);
         assert!(e.message().contains("unknown scheme \"ftp\""), "{e}");
+    }
+
+    #[test]
+    fn setting_names_follow_the_origin() {
+        use Setting::*;
+        assert_eq!(SettingNames::default(), SettingNames::Destination);
+        let d = SettingNames::Destination;
+        assert_eq!(d.name(AccessKey), "CBOB_DEST_ACCESS_KEY");
+        assert_eq!(d.name(AzureSas), "CBOB_DEST_AZURE_SAS");
+        let s = SettingNames::Source;
+        assert_eq!(s.name(SecretKey), "CBOB_SOURCE_SECRET_KEY");
+        assert_eq!(s.name(GcsCredentials), "CBOB_SOURCE_GCS_CREDENTIALS");
+        assert_eq!(s.name(Bucket), "the bucket in the --source URL");
+        let r = SettingNames::Replica { name: "eu".into() };
+        assert_eq!(r.name(AzureKey), "`secret_key` of replica \"eu\"");
+        assert_eq!(r.name(AzureAccount), "`storage_account` of replica \"eu\"");
+        assert_eq!(
+            r.pair(AccessKey, SecretKey, " and "),
+            "`access_key` and `secret_key` of replica \"eu\""
+        );
+        assert_eq!(
+            s.pair(AccessKey, SecretKey, " / "),
+            "CBOB_SOURCE_ACCESS_KEY / CBOB_SOURCE_SECRET_KEY"
+        );
+        assert_eq!(
+            SettingNames::ReplicationPrimary.name(AzureSas),
+            "`sas_token` of replication.primary"
+        );
     }
 }
