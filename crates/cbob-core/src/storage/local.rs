@@ -603,7 +603,10 @@ impl StorageProvider for LocalProvider {
         let mut stream_error = None;
         // Network bodies arrive in chunks of a few KiB; handing each to the writer thread
         // would wake it tens of thousands of times per GiB. Gather them into larger pieces.
-        let mut pending = BytesMut::new();
+        // Room for a piece plus the (few KiB) chunk that completes it: gathering rarely
+        // reallocates.
+        let fresh = || BytesMut::with_capacity(WRITER_PIECE + 64 * 1024);
+        let mut pending = fresh();
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(chunk) => {
@@ -614,7 +617,7 @@ impl StorageProvider for LocalProvider {
                         if pending.len() < WRITER_PIECE {
                             continue;
                         }
-                        std::mem::take(&mut pending).freeze()
+                        std::mem::replace(&mut pending, fresh()).freeze()
                     };
                     if tx.send(piece).await.is_err() {
                         break; // the writer failed; its error is returned below
