@@ -8,11 +8,13 @@
 //! - `tools`: running and measuring the clients, checking their copies
 //! - `dest`: `--dest`, cbob alone into each kind of destination (S3, MinIO, Azure, GCS, local)
 //! - `report`: tables and JSON
+//! - `spent`: finished copies are deleted at the end, not between samples
 
 mod dest;
 mod report;
 mod repos;
 mod server;
+mod spent;
 mod tools;
 
 use std::fs;
@@ -26,6 +28,7 @@ use dest::{Dest, Target};
 use report::Sample;
 use repos::{Kind, Repo};
 use server::{BUCKET, Server};
+use spent::Spent;
 use tools::{Programs, Slot, Tool};
 
 #[derive(Debug, clap::Args)]
@@ -176,6 +179,7 @@ pub fn run(o: Opts) -> Result<()> {
     let loadavg_start = loadavg();
     let t = Instant::now();
     let mut samples = Vec::new();
+    let mut spent = Spent::default();
     for round in 1..=o.rounds {
         for r in &repos {
             // Rotate the order each round so no tool always runs first (warm caches, CPU boost).
@@ -184,6 +188,7 @@ pub fn run(o: Opts) -> Result<()> {
             order.rotate_left((round as usize - 1) % n);
             for &tool in &order {
                 let name = format!("{}-{}-r{round}", r.name, tool.name());
+                spent.make_room(run_dir.path(), r.bytes)?;
                 let slot = Slot::new(&run_dir.path().join(&name))?;
                 let load = loadavg();
                 let mut sample = one(tool, &programs, &endpoint, r, &slot, round, &logs, &name)?;
@@ -211,10 +216,11 @@ pub fn run(o: Opts) -> Result<()> {
                         .unwrap_or_default()
                 );
                 samples.push(sample);
-                fs::remove_dir_all(&slot.dir)?;
+                spent.keep(&slot.dir);
             }
         }
     }
+    spent.clear()?;
     drop(server);
 
     let summaries: Vec<_> = repos
@@ -316,6 +322,7 @@ impl DestRun<'_> {
         t: Instant,
     ) -> Result<Vec<Sample>> {
         let mut samples = Vec::new();
+        let mut spent = Spent::default();
         for round in 1..=rounds {
             for r in repos {
                 let mut order = dests.to_vec();
@@ -323,6 +330,7 @@ impl DestRun<'_> {
                 order.rotate_left((round as usize - 1) % n);
                 for &d in &order {
                     let name = format!("{}-cbob-{}-r{round}", r.name, d.name());
+                    spent.make_room(self.run_dir, r.bytes)?;
                     let slot = Slot::new(&self.run_dir.join(&name))?;
                     let load = loadavg();
                     let mut sample = self.one(d, r, &slot, round, &name)?;
@@ -351,10 +359,11 @@ impl DestRun<'_> {
                             .unwrap_or_default()
                     );
                     samples.push(sample);
-                    fs::remove_dir_all(&slot.dir)?;
+                    spent.keep(&slot.dir);
                 }
             }
         }
+        spent.clear()?;
         Ok(samples)
     }
 

@@ -31,6 +31,9 @@ pub const SHA1_EMPTY: &str = "da39a3ee5e6b4b0d3255bfef95601890afd80709";
 /// Extension of block incremental files.
 pub const BLOCK_INCR_EXT: &str = ".pgbi";
 
+/// The section listing the backup's files.
+const SECTION_FILES: &str = "target:file";
+
 /// The cluster a backup was taken from (`[backup:db]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestDb {
@@ -134,15 +137,45 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Parses and verifies the checksum.
+    /// Parses and verifies the checksum. `[target:file]` lines become [`ManifestFile`]s as they
+    /// are read, so a manifest of many files is never held as text and JSON as well.
     pub fn parse(bytes: &[u8]) -> Result<Self, RepoError> {
-        let ini = Ini::parse(bytes)?;
+        let mut files = Vec::new();
+        let mut bad_file = None;
+        let ini = Ini::parse_with(bytes, |section, key, value| {
+            if section != SECTION_FILES {
+                return Ok(Some(value));
+            }
+            // Kept for after the checksum: a damaged manifest is reported as damaged.
+            match parse_file(key, &value) {
+                Ok(f) => files.push(f),
+                Err(e) => {
+                    bad_file.get_or_insert(e);
+                }
+            }
+            Ok(None)
+        })?;
         ini.verify_checksum()?;
-        Self::from_ini(&ini)
+        if let Some(e) = bad_file {
+            return Err(e);
+        }
+        Self::build(&ini, files)
     }
 
     /// Reads the model from an already parsed file (checksum not checked here).
     pub fn from_ini(ini: &Ini) -> Result<Self, RepoError> {
+        let mut files = Vec::new();
+        if let Some(section) = ini.section(SECTION_FILES) {
+            files.reserve(section.entries.len());
+            for e in &section.entries {
+                files.push(parse_file(&e.key, &e.value)?);
+            }
+        }
+        Self::build(ini, files)
+    }
+
+    /// The model from the other sections, with the files already read.
+    fn build(ini: &Ini, files: Vec<ManifestFile>) -> Result<Self, RepoError> {
         let b = Fields::section(ini, "backup")?;
         let label = BackupLabel::parse(b.str("backup-label")?)?;
         let type_name = b.str("backup-type")?;
@@ -171,14 +204,6 @@ impl Manifest {
             catalog_version: d.opt_u32("db-catalog-version")?,
             control_version: d.opt_u32("db-control-version")?,
         };
-
-        let mut files = Vec::new();
-        if let Some(section) = ini.section("target:file") {
-            files.reserve(section.entries.len());
-            for e in &section.entries {
-                files.push(parse_file(&e.key, &e.value)?);
-            }
-        }
 
         Ok(Self {
             label,
@@ -355,7 +380,7 @@ mod tests {
     /// A manifest made of real 2.45 lines (zst, bundled incr backup), with a checksum recomputed
     /// for the excerpt.
     fn excerpt(bundle: bool, compress: &str) -> Vec<u8> {
-        let body = format!(
+        with_checksum(&format!(
             r#"[backrest]
 backrest-format=5
 backrest-version="2.45"
@@ -397,13 +422,53 @@ group="postgres"
 mode="0600"
 user="postgres"
 "#
-        );
+        ))
+    }
+
+    /// `body` (a manifest without its checksum line) with the checksum pgBackRest would write.
+    fn with_checksum(body: &str) -> Vec<u8> {
         let ini = Ini::parse(body.as_bytes()).unwrap();
         format!(
             "{body}\n[backrest]\nbackrest-checksum=\"{}\"\n",
             ini.computed_checksum()
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn reading_files_while_parsing_gives_the_same_model() {
+        for (bundle, compress) in [(true, "zst"), (false, "lz4"), (false, "none")] {
+            let bytes = excerpt(bundle, compress);
+            let streamed = Manifest::parse(&bytes).unwrap();
+            let ini = Ini::parse(&bytes).unwrap();
+            assert_eq!(streamed, Manifest::from_ini(&ini).unwrap());
+            assert_eq!(streamed.files.len(), 5);
+        }
+    }
+
+    #[test]
+    fn a_damaged_manifest_is_reported_as_damaged_before_its_entries() {
+        let body = String::from_utf8(excerpt(true, "zst")).unwrap();
+        let body = &body[..body.find("\n[backrest]\nbackrest-checksum").unwrap()];
+        let damaged = body.replace("\"rck\":\"c763", "\"rck\":\"C763");
+        // The stored checksum no longer matches: that is the error, not the bad field.
+        let stale = format!(
+            "{damaged}\n[backrest]\nbackrest-checksum=\"{}\"\n",
+            Ini::parse(&excerpt(true, "zst"))
+                .unwrap()
+                .computed_checksum()
+        );
+        assert!(matches!(
+            Manifest::parse(stale.as_bytes()),
+            Err(RepoError::InfoChecksum { .. })
+        ));
+        // A consistent checksum over the bad field: the field is the error.
+        match Manifest::parse(&with_checksum(&damaged)) {
+            Err(RepoError::Format { message, .. }) => {
+                assert!(message.contains("pg_data/PG_VERSION"), "{message}");
+            }
+            other => panic!("expected a format error, got {other:?}"),
+        }
     }
 
     #[test]

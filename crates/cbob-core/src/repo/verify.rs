@@ -672,21 +672,33 @@ impl InfoVerifier {
 
     /// Verifies and returns the parsed file.
     pub fn finish_ini(self) -> Result<Ini, RepoError> {
-        let bytes = match self.gz {
+        let file = self.file.clone();
+        let bytes = self.plain_bytes()?;
+        let ini = Ini::parse(&bytes).map_err(|e| e.in_file(&file))?;
+        ini.verify_checksum().map_err(|e| e.in_file(&file))?;
+        Ok(ini)
+    }
+
+    /// The file's bytes, decompressed.
+    fn plain_bytes(self) -> Result<Vec<u8>, RepoError> {
+        Ok(match self.gz {
             None => self.buf,
             Some(gz) => gz.finish().map_err(|e| RepoError::Decompress {
                 file: self.file.clone(),
                 compress: CompressType::Gz,
                 message: e.to_string(),
             })?,
-        };
-        let ini = Ini::parse(&bytes).map_err(|e| e.in_file(&self.file))?;
-        ini.verify_checksum().map_err(|e| e.in_file(&self.file))?;
-        Ok(ini)
+        })
     }
 
+    /// Verifies without keeping the parsed entries (a manifest of many files is passed on as
+    /// bytes; holding its entries too would add about 1 KiB per file).
     pub fn finish(self) -> Result<(), RepoError> {
-        self.finish_ini().map(drop)
+        let file = self.file.clone();
+        let bytes = self.plain_bytes()?;
+        Ini::checksums(&bytes)
+            .and_then(|ini| ini.verify_checksum())
+            .map_err(|e| e.in_file(&file))
     }
 }
 
