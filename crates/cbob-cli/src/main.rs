@@ -28,7 +28,9 @@ fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let arenas = i32::try_from(cores.saturating_mul(2)).unwrap_or(i32::MAX).max(4);
+        let arenas = i32::try_from(cores.saturating_mul(2))
+            .unwrap_or(i32::MAX)
+            .max(4);
         // SAFETY: mallopt only changes allocator tuning; called before any thread exists.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, arenas);
