@@ -306,3 +306,61 @@ async fn validation_names_missing_and_truncated_backup_files_and_missing_wal() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn validation_needs_only_the_wal_of_listed_backups() {
+    let fx = fixture::extract();
+    let dst = dest_dir(&fx);
+    let report = sync_with(
+        local(&fx.repo),
+        local(&dst),
+        &fx.stanza,
+        Arc::new(NoProgress),
+    )
+    .await;
+    assert!(report.ok(), "{:?}", report.error);
+
+    // The 24-hex segments between each backup's archive start and stop (same log id here).
+    let info = fs::read(dst.join(format!("backup/{}/backup.info", fx.stanza))).unwrap();
+    let info = cbob_core::repo::BackupInfo::parse(&info).unwrap();
+    let mut needed = std::collections::BTreeSet::new();
+    for b in &info.backups {
+        let (start, stop) = (b.archive_start.unwrap(), b.archive_stop.unwrap());
+        assert_eq!((start.timeline, start.log), (stop.timeline, stop.log));
+        for seg in start.seg..=stop.seg {
+            needed.insert(cbob_core::repo::WalSegment { seg, ..start }.to_string());
+        }
+    }
+    let tree = fixture::read_tree(&dst);
+    // Segment files (`<24 hex>-<sha1>.<ext>`), not `.backup` labels or history files.
+    let wal: Vec<&String> = tree
+        .keys()
+        .filter(|k| k.starts_with("archive/") && k.matches('/').count() == 4)
+        .filter(|k| k.rsplit('/').next().unwrap().as_bytes().get(24) == Some(&b'-'))
+        .collect();
+    let segment = |k: &str| k.rsplit('/').next().unwrap()[..24].to_owned();
+    let (kept, spare): (Vec<&String>, Vec<&String>) =
+        wal.iter().partition(|k| needed.contains(&segment(k)));
+    assert!(!kept.is_empty() && !spare.is_empty(), "{needed:?} {wal:?}");
+
+    // WAL no backup needs may go (expire does that): still valid.
+    for w in &spare {
+        fs::remove_file(dst.join(w)).unwrap();
+    }
+    let dest = local(&dst);
+    let summary = cbob_core::sync::validate_destination(&dest, &fx.stanza)
+        .await
+        .expect("segments outside every backup's range are not needed");
+    assert_eq!(summary.wal_segments, kept.len());
+
+    // One needed segment gone: named, with its backup.
+    fs::remove_file(dst.join(kept[0])).unwrap();
+    let error = cbob_core::sync::validate_destination(&dest, &fx.stanza)
+        .await
+        .expect_err("a needed segment is missing")
+        .to_string();
+    assert!(
+        error.contains(&format!("WAL segment {} ", segment(kept[0]))),
+        "{error}"
+    );
+}

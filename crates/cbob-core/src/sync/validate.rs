@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::error::SyncError;
 use super::inventory::read_verified_info;
 use super::listing::StanzaListing;
-use crate::repo::{ArchiveInfo, BackupInfo, FileLocation, Manifest, RepoObject, classify};
+use crate::repo::{
+    ArchiveInfo, BackupInfo, BackupInfoEntry, FileLocation, Manifest, RepoObject, classify,
+};
 use crate::storage::DynProvider;
 
 /// What the check found, for reports.
@@ -14,6 +16,7 @@ use crate::storage::DynProvider;
 pub struct ValidationSummary {
     pub backups: usize,
     pub files_checked: usize,
+    /// WAL segment objects in the destination's archive.
     pub wal_segments: usize,
 }
 
@@ -33,11 +36,28 @@ pub async fn validate_destination(
     let backup_info = BackupInfo::parse(&bi).map_err(|e| SyncError::repo(bi_key.clone(), e))?;
     ArchiveInfo::parse(&ai).map_err(|e| SyncError::repo(ai_key.clone(), e))?;
 
-    // Key → size only (not whole listing entries), and WAL as (archive id, segment): the
-    // check runs at the end of a sync, when a large repository's listing is the biggest thing
-    // in memory.
+    // The WAL each backup needs, known from backup.info before listing: the listing then keeps
+    // only those segments, not every segment of the archive (often most of a repository's
+    // objects). Backup files are kept as key → size only, not whole listing entries: this check
+    // runs at the end of a sync, when a large repository's listing is the biggest thing in memory.
+    let needed_wal: Vec<(String, Vec<String>)> = backup_info
+        .backups
+        .iter()
+        .map(|entry| {
+            let archive_id = backup_info
+                .db_of(entry)
+                .map(|db| db.archive_id().to_string())
+                .unwrap_or_default();
+            (archive_id, wal_needed_by(entry))
+        })
+        .collect();
+    let mut wanted: BTreeSet<(String, String)> = needed_wal
+        .iter()
+        .flat_map(|(id, segs)| segs.iter().map(move |s| (id.clone(), s.clone())))
+        .collect();
     let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
-    let mut wal: BTreeSet<(String, String)> = BTreeSet::new(); // (archive id, 24-hex segment)
+    let mut wal_found: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut wal_objects = 0usize;
     let mut listing = StanzaListing::start(dest, stanza)?;
     while let Some(meta) = listing.next().await? {
         let key = meta.key.as_str();
@@ -45,7 +65,10 @@ pub async fn validate_destination(
             archive_id, file, ..
         } = classify(key)
         {
-            wal.insert((archive_id.to_string(), file.segment.to_string()));
+            wal_objects += 1;
+            if let Some(w) = wanted.take(&(archive_id.to_string(), file.segment.to_string())) {
+                wal_found.insert(w);
+            }
         } else {
             sizes.insert(key.to_string(), meta.size);
         }
@@ -53,10 +76,10 @@ pub async fn validate_destination(
     let mut problems = Vec::new();
     let mut summary = ValidationSummary {
         backups: backup_info.backups.len(),
-        wal_segments: wal.len(),
+        wal_segments: wal_objects,
         ..Default::default()
     };
-    for entry in &backup_info.backups {
+    for (index, entry) in backup_info.backups.iter().enumerate() {
         let label = &entry.label;
         let mkey = format!("backup/{stanza}/{label}/backup.manifest");
         let manifest = match read_verified_info(dest, &mkey).await {
@@ -107,26 +130,12 @@ pub async fn validate_destination(
                 FileLocation::NotStored => {}
             }
         }
-        // The WAL that makes the backup consistent. Within one log id the range is contiguous
-        // whatever the segment size; across log ids only the ends are checked, since the segment
-        // size is not recorded in the info files.
-        if let (Some(start), Some(stop)) = (entry.archive_start, entry.archive_stop) {
-            let archive_id = backup_info
-                .db_of(entry)
-                .map(|db| db.archive_id().to_string())
-                .unwrap_or_default();
-            let mut needed = vec![start, stop];
-            if start.timeline == stop.timeline && start.log == stop.log && start.seg <= stop.seg {
-                needed = (start.seg..=stop.seg)
-                    .map(|seg| crate::repo::WalSegment { seg, ..start })
-                    .collect();
-            }
-            for seg in needed {
-                if !wal.contains(&(archive_id.clone(), seg.to_string())) {
-                    problems.push(format!(
-                        "backup {label}: WAL segment {seg} (archive {archive_id}) is missing"
-                    ));
-                }
+        let (archive_id, segments) = &needed_wal[index];
+        for seg in segments {
+            if !wal_found.contains(&(archive_id.clone(), seg.clone())) {
+                problems.push(format!(
+                    "backup {label}: WAL segment {seg} (archive {archive_id}) is missing"
+                ));
             }
         }
     }
@@ -134,5 +143,21 @@ pub async fn validate_destination(
         Ok(summary)
     } else {
         Err(SyncError::Validation(problems.join("; ")))
+    }
+}
+
+/// The WAL segments (24-hex names) that make a backup consistent. Within one log id the range
+/// is contiguous whatever the segment size; across log ids only the ends are checked, since the
+/// segment size is not recorded in the info files.
+fn wal_needed_by(entry: &BackupInfoEntry) -> Vec<String> {
+    let (Some(start), Some(stop)) = (entry.archive_start, entry.archive_stop) else {
+        return Vec::new();
+    };
+    if start.timeline == stop.timeline && start.log == stop.log && start.seg <= stop.seg {
+        (start.seg..=stop.seg)
+            .map(|seg| crate::repo::WalSegment { seg, ..start }.to_string())
+            .collect()
+    } else {
+        vec![start.to_string(), stop.to_string()]
     }
 }
