@@ -4,7 +4,8 @@
 //! fake-gcs-server) sees every request and counts the bytes; a run with
 //! `settings.server_side_copy: false` through the same proxy is the streaming baseline. A store
 //! that refuses copies (the proxy answering 501) makes cbob stream instead, and the replica is
-//! still complete.
+//! still complete; the streamed objects pass the same verifiers as a sync's, so a corrupted
+//! object of the primary is never published.
 
 mod store_proxy;
 
@@ -459,4 +460,154 @@ async fn gcs_bucket_to_bucket_with_one_identity_copies_server_side() {
         "the server-side replica differs"
     );
     assert_restorable(&w, &copied, "gcs");
+}
+
+/// Writes `files` under a spec's prefix through cbob's own providers.
+async fn upload(spec: ProviderSpec, files: &BTreeMap<String, Vec<u8>>) {
+    let mut registry = ProviderRegistry::new();
+    cbob_provider_s3::register(&mut registry);
+    let p: DynProvider = registry.build(&spec).await.unwrap();
+    for (k, v) in files {
+        p.put(
+            &cbob_core::storage::ObjectKey::new(k.as_str()).unwrap(),
+            cbob_core::storage::Body::from_bytes(v.clone()),
+            &cbob_core::storage::PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// A refused copy is streamed through the same verifiers as any sync transfer: a WAL segment
+/// of the primary with one byte changed (same size, so a size check passes) is caught by its
+/// SHA-1, retried, reported and never published at the replica, while the primary's other
+/// stanza, intact, is copied whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_copy_streams_through_the_verifiers_and_never_publishes_a_corrupt_object() {
+    let w = World::new();
+    let m = moto();
+    let mc = m.credentials();
+    let (primary, replica) = (
+        m.fresh_bucket("corrupt-primary"),
+        m.fresh_bucket("corrupt-replica"),
+    );
+    let spec = |bucket: &str| ProviderSpec {
+        kind: "s3".into(),
+        bucket: Some(bucket.into()),
+        endpoint: Some(m.endpoint()),
+        region: Some("us-east-1".into()),
+        access_key: Some(mc.access_key_id.as_str().into()),
+        secret_key: Some(mc.secret_access_key.as_str().into()),
+        ..ProviderSpec::default()
+    };
+    // The primary holds the fixture twice: as its own stanza (intact) and as a second stanza
+    // with one WAL segment corrupted in place.
+    let stanza = w.fx.stanza.clone();
+    let bad_stanza = format!("{stanza}-bad");
+    let source = fixture::read_tree(&w.fx.repo);
+    let rename = |k: &str| {
+        k.replacen(
+            &format!("backup/{stanza}/"),
+            &format!("backup/{bad_stanza}/"),
+            1,
+        )
+        .replacen(
+            &format!("archive/{stanza}/"),
+            &format!("archive/{bad_stanza}/"),
+            1,
+        )
+    };
+    let mut primary_files = source.clone();
+    primary_files.extend(source.iter().map(|(k, v)| (rename(k), v.clone())));
+    let segment = primary_files
+        .keys()
+        .find(|k| {
+            // <24 hex digits of the segment>-<SHA-1>[.gz|.lz4|...]
+            let name = k.rsplit('/').next().unwrap();
+            k.starts_with(&format!("archive/{bad_stanza}/"))
+                && name.len() > 25
+                && name[..24].bytes().all(|b| b.is_ascii_hexdigit())
+                && name.as_bytes()[24] == b'-'
+        })
+        .expect("a WAL segment in the fixture")
+        .clone();
+    let original = primary_files[&segment].clone();
+    let corrupted = primary_files.get_mut(&segment).unwrap();
+    let at = corrupted.len() / 2;
+    corrupted[at] ^= 0x01;
+    assert_eq!(corrupted.len(), original.len(), "same size");
+    upload(spec(&primary), &primary_files).await;
+
+    let proxy = StoreProxy::start(&m.endpoint());
+    proxy.refuse_copies();
+    let ep = proxy.endpoint_for(&m.endpoint());
+    let keys = format!(
+        "access_key: {}, secret_key: {}",
+        mc.access_key_id, mc.secret_access_key
+    );
+    fs::write(
+        &w.yaml,
+        format!(
+            "replication:\n  primary: {{provider: aws, bucket: {primary}, endpoint: {ep}, {keys}}}\n  \
+             replicas:\n    - {{name: picky, provider: aws, bucket: {replica}, endpoint: {ep}, {keys}}}\n  \
+             settings: {{parallel_transfers: 4, retry_attempts: 1, retry_delay: 0}}\n"
+        ),
+    )
+    .unwrap();
+    let out = w.cbob(&["replicate", "sync", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let doc = json(&out);
+    let r = &doc["replicas"][0];
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["server_side"], true, "{r}");
+    assert!(r["copy_refusal"].is_string(), "{r}");
+    assert!(r["streamed_after_refusal"].as_u64().unwrap() > 0, "{r}");
+    // The one failure: the corrupted segment, caught by verification after its retry.
+    let errors: Vec<&str> = r["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 1, "{r}");
+    assert!(
+        errors[0].starts_with(&format!("stanza {bad_stanza}:"))
+            && errors[0].contains(&format!(
+                "verification failed for {segment} after 2 attempt(s)"
+            ))
+            && errors[0].contains("not published"),
+        "{}",
+        errors[0]
+    );
+    // The segment's bytes were read through cbob (streamed), never copied by the service.
+    let seen = proxy.seen();
+    let name = segment.rsplit('/').next().unwrap();
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "GET" && s.target.contains(name)),
+        "the segment was not streamed"
+    );
+
+    let at_replica = download(spec(&replica)).await;
+    assert!(
+        !at_replica.contains_key(&segment),
+        "the corrupted segment was published"
+    );
+    // The intact stanza arrived whole and byte-identical.
+    let good: BTreeMap<_, _> = at_replica
+        .iter()
+        .filter(|(k, _)| !k.contains(&format!("/{bad_stanza}/")))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(good, source, "the intact stanza differs at the replica");
+    // Whatever backup or WAL file of the failed stanza was published is the primary's intact
+    // bytes (its info files are the engine's own, listing only what the replica holds).
+    let published: Vec<_> = at_replica
+        .iter()
+        .filter(|(k, _)| k.contains(&format!("/{bad_stanza}/")) && !k.contains(".info"))
+        .collect();
+    assert!(!published.is_empty(), "nothing of {bad_stanza} was copied");
+    for (k, v) in published {
+        assert!(primary_files[k] == *v, "{k} differs from the primary");
+    }
 }

@@ -4,10 +4,15 @@
 //! The sync engine asks the replica to `copy_from` the primary whenever both say they can (same
 //! endpoint and credential identity). Stores that speak a provider's API do not all implement its
 //! copy calls (an S3-compatible server answering 501 to CopyObject, a bucket policy denying the
-//! source read to a copy), so a refusal must not fail the replica: this layer then streams the
-//! object from the primary itself, and after a refusal that will not change (the operation is
-//! unsupported or denied) streams every later object of the run without asking again.
+//! source read to a copy), so a refusal must not fail the replica. This layer turns every refusal
+//! into `Unsupported`, which the engine's transfer (`sync/transfer.rs`) answers by streaming the
+//! object through its verified path, like any other sync transfer: the primary's bytes pass the
+//! pgBackRest checks (manifest checksums, WAL SHA-1, info checksums) before the replica publishes
+//! them. After a refusal that will not change (the operation is unsupported or denied) this layer
+//! refuses every later copy of the run itself, without asking the service again. It counts the
+//! streamed objects by the `put`s of keys it refused.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,10 +20,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use crate::layers::BandwidthLimiter;
 use crate::storage::{
     Body, ByteStream, Capabilities, CheckMode, CopySource, DynProvider, KeyPrefix, ObjectKey,
-    ObjectMeta, PutOptions, StorageErrorKind, StorageProvider, StorageResult,
+    ObjectMeta, PutOptions, StorageError, StorageErrorKind, StorageProvider, StorageResult,
 };
 
 /// What the copies of one replica's run did.
@@ -26,36 +30,32 @@ use crate::storage::{
 pub struct CopyStats {
     /// Objects the service copied without their bytes passing through this host.
     pub server_side: u64,
-    /// Objects streamed through this host because the service refused the copy.
+    /// Objects streamed (and verified) through this host because the service refused the copy.
     pub streamed: u64,
     /// The first refusal, as the service worded it.
     pub refusal: Option<String>,
 }
 
-/// The replica, with `copy_from` falling back to streaming from `primary`.
+/// The replica, with every refused `copy_from` answered `Unsupported` so the engine streams it.
 #[derive(Debug)]
 pub(crate) struct CopyFallback {
     inner: DynProvider,
-    primary: DynProvider,
-    bandwidth: Option<Arc<BandwidthLimiter>>,
     /// Set after a refusal that will not change within the run.
     refused: AtomicBool,
+    /// Keys refused and not yet written: their next successful `put` is the streamed copy, and
+    /// a retried transfer of one of them is refused again without asking the service.
+    pending: Mutex<HashSet<ObjectKey>>,
     server_side: AtomicU64,
     streamed: AtomicU64,
     refusal: Mutex<Option<String>>,
 }
 
 impl CopyFallback {
-    pub(crate) fn new(
-        inner: DynProvider,
-        primary: DynProvider,
-        bandwidth: Option<Arc<BandwidthLimiter>>,
-    ) -> Arc<Self> {
+    pub(crate) fn new(inner: DynProvider) -> Arc<Self> {
         Arc::new(Self {
             inner,
-            primary,
-            bandwidth,
             refused: AtomicBool::new(false),
+            pending: Mutex::new(HashSet::new()),
             server_side: AtomicU64::new(0),
             streamed: AtomicU64::new(0),
             refusal: Mutex::new(None),
@@ -70,25 +70,17 @@ impl CopyFallback {
         }
     }
 
-    /// Copies `key` through this host: the primary's bytes (throttled like any streamed
-    /// transfer) into the replica, which enforces the size.
-    async fn stream(
-        &self,
-        key: &ObjectKey,
-        size: u64,
-        options: &PutOptions,
-    ) -> StorageResult<ObjectMeta> {
-        let stream = self.primary.get(key, None).await?;
-        let stream = match &self.bandwidth {
-            Some(limiter) => limiter.throttle(stream),
-            None => stream,
-        };
-        let written = self
-            .inner
-            .put(key, Body::from_stream(size, stream), options)
-            .await?;
-        self.streamed.fetch_add(1, Ordering::Relaxed);
-        Ok(written)
+    /// Notes `key` as refused (`why`: the service's answer) and returns the error that makes
+    /// the engine stream it.
+    fn refuse(&self, key: &ObjectKey, why: &str) -> StorageError {
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(key.clone());
+        StorageError::new(
+            StorageErrorKind::Unsupported,
+            format!("{key}: server-side copy refused ({why}); streaming it instead"),
+        )
     }
 }
 
@@ -137,7 +129,11 @@ impl StorageProvider for CopyFallback {
         body: Body,
         options: &PutOptions,
     ) -> StorageResult<ObjectMeta> {
-        self.inner.put(key, body, options).await
+        let written = self.inner.put(key, body, options).await?;
+        if self.pending.lock().expect("pending lock").remove(key) {
+            self.streamed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(written)
     }
 
     async fn delete(&self, key: &ObjectKey) -> StorageResult<()> {
@@ -163,8 +159,11 @@ impl StorageProvider for CopyFallback {
         size: u64,
         options: &PutOptions,
     ) -> StorageResult<ObjectMeta> {
-        if self.refused.load(Ordering::Relaxed) {
-            return self.stream(key, size, options).await;
+        if self.refused.load(Ordering::Relaxed)
+            || self.pending.lock().expect("pending lock").contains(key)
+        {
+            let why = self.refusal.lock().expect("refusal lock").clone();
+            return Err(self.refuse(key, why.as_deref().unwrap_or("earlier in this run")));
         }
         match self.inner.copy_from(source, key, size, options).await {
             Ok(meta) => {
@@ -190,11 +189,11 @@ impl StorageProvider for CopyFallback {
                     tracing::warn!(
                         replica = %self.inner.describe(),
                         error = %e,
-                        "the service refused a server-side copy; streaming {} through this host",
+                        "the service refused a server-side copy; streaming {} through this host, verified",
                         if for_good { "every object from now on" } else { "this object" }
                     );
                 }
-                self.stream(key, size, options).await
+                Err(self.refuse(key, &e.to_string()))
             }
         }
     }
@@ -214,42 +213,174 @@ mod tests {
     use crate::storage::local::LocalProvider;
     use crate::storage::read_to_bytes;
 
-    /// A local directory cannot copy server-side (it answers Unsupported), so it stands in for
-    /// a store that refuses: the object must arrive anyway, streamed, and later objects must
-    /// not ask again.
-    #[tokio::test]
-    async fn a_refused_copy_is_streamed_and_not_asked_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let primary: DynProvider = Arc::new(LocalProvider::new(dir.path().join("p")).unwrap());
-        let replica: DynProvider = Arc::new(LocalProvider::new(dir.path().join("r")).unwrap());
-        let source = CopySource {
+    /// A replica directory whose `copy_from` answers `kind`, counting the requests.
+    #[derive(Debug)]
+    struct Refusing {
+        inner: DynProvider,
+        kind: StorageErrorKind,
+        asked: AtomicU64,
+    }
+
+    #[async_trait]
+    impl StorageProvider for Refusing {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        fn list(&self, prefix: &KeyPrefix) -> BoxStream<'static, StorageResult<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn head(&self, key: &ObjectKey) -> StorageResult<ObjectMeta> {
+            self.inner.head(key).await
+        }
+        async fn get(
+            &self,
+            key: &ObjectKey,
+            range: Option<Range<u64>>,
+        ) -> StorageResult<ByteStream> {
+            self.inner.get(key, range).await
+        }
+        async fn put(
+            &self,
+            key: &ObjectKey,
+            body: Body,
+            options: &PutOptions,
+        ) -> StorageResult<ObjectMeta> {
+            self.inner.put(key, body, options).await
+        }
+        async fn delete(&self, key: &ObjectKey) -> StorageResult<()> {
+            self.inner.delete(key).await
+        }
+        async fn copy_from(
+            &self,
+            _: &CopySource,
+            key: &ObjectKey,
+            _: u64,
+            _: &PutOptions,
+        ) -> StorageResult<ObjectMeta> {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            Err(StorageError::new(
+                self.kind,
+                format!("{key}: 501 NotImplemented"),
+            ))
+        }
+        async fn check(&self, mode: CheckMode) -> StorageResult<()> {
+            self.inner.check(mode).await
+        }
+    }
+
+    fn source() -> CopySource {
+        CopySource {
             service: "local",
             account: "test".into(),
             bucket: "p".into(),
             prefix: String::new(),
-        };
-        let layer = CopyFallback::new(replica.clone(), primary.clone(), None);
-        for (i, body) in [&b"first object"[..], b"second"].into_iter().enumerate() {
-            let key = ObjectKey::new(format!("backup/s/{i}")).unwrap();
-            primary
-                .put(
-                    &key,
-                    Body::from_bytes(body.to_vec()),
-                    &PutOptions::default(),
-                )
-                .await
-                .unwrap();
-            let meta = layer
-                .copy_from(&source, &key, body.len() as u64, &PutOptions::default())
-                .await
-                .unwrap();
-            assert_eq!(meta.size, body.len() as u64);
-            assert_eq!(read_to_bytes(replica.as_ref(), &key).await.unwrap(), body);
         }
+    }
+
+    fn refusing(
+        dir: &std::path::Path,
+        kind: StorageErrorKind,
+    ) -> (Arc<Refusing>, Arc<CopyFallback>) {
+        let inner: DynProvider = Arc::new(LocalProvider::new(dir.join("r")).unwrap());
+        let replica = Arc::new(Refusing {
+            inner,
+            kind,
+            asked: AtomicU64::new(0),
+        });
+        let layer = CopyFallback::new(replica.clone());
+        (replica, layer)
+    }
+
+    async fn copy(layer: &CopyFallback, key: &ObjectKey) -> StorageResult<ObjectMeta> {
+        layer
+            .copy_from(&source(), key, 3, &PutOptions::default())
+            .await
+    }
+
+    async fn put(layer: &CopyFallback, key: &ObjectKey) {
+        layer
+            .put(key, Body::from_bytes("abc"), &PutOptions::default())
+            .await
+            .unwrap();
+    }
+
+    /// The layer never streams by itself: a refusal comes back as `Unsupported` (what makes the
+    /// engine stream the object through its verifiers), the object counts as streamed once the
+    /// engine has written it, and after a refusal for good the service is not asked again.
+    #[tokio::test]
+    async fn a_refusal_for_good_is_left_to_the_engine_and_not_asked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (replica, layer) = refusing(dir.path(), StorageErrorKind::Unsupported);
+        let (a, b) = (
+            ObjectKey::new("archive/s/a").unwrap(),
+            ObjectKey::new("archive/s/b").unwrap(),
+        );
+        let err = copy(&layer, &a).await.unwrap_err();
+        assert_eq!(err.kind(), StorageErrorKind::Unsupported, "{err}");
+        assert!(err.to_string().contains("501 NotImplemented"), "{err}");
+        assert_eq!(
+            replica.head(&a).await.unwrap_err().kind(),
+            StorageErrorKind::NotFound,
+            "the layer wrote nothing itself"
+        );
+        assert_eq!(layer.stats().streamed, 0, "not streamed until written");
+        put(&layer, &a).await;
+        assert_eq!(read_to_bytes(layer.as_ref(), &a).await.unwrap(), "abc");
+
+        let err = copy(&layer, &b).await.unwrap_err();
+        assert_eq!(err.kind(), StorageErrorKind::Unsupported, "{err}");
+        assert_eq!(replica.asked.load(Ordering::Relaxed), 1, "asked once");
+        put(&layer, &b).await;
+        // An info file or manifest written directly is no streamed copy.
+        put(&layer, &ObjectKey::new("archive/s/archive.info").unwrap()).await;
+        // Writing a streamed object again (a later retry) does not count it twice.
+        put(&layer, &b).await;
         let stats = layer.stats();
         assert_eq!((stats.server_side, stats.streamed), (0, 2));
-        assert!(layer.refused.load(Ordering::Relaxed));
-        assert!(stats.refusal.is_some());
+        assert!(
+            stats.refusal.unwrap().contains("501 NotImplemented"),
+            "the first refusal is kept"
+        );
+    }
+
+    /// A refusal about one object (an unclassified 4xx) streams that object alone: its retries
+    /// are refused without asking, the next object is asked for again.
+    #[tokio::test]
+    async fn a_refusal_of_one_object_refuses_only_that_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let (replica, layer) = refusing(dir.path(), StorageErrorKind::Other);
+        let (a, b) = (
+            ObjectKey::new("archive/s/a").unwrap(),
+            ObjectKey::new("archive/s/b").unwrap(),
+        );
+        for _ in 0..2 {
+            let err = copy(&layer, &a).await.unwrap_err();
+            assert_eq!(err.kind(), StorageErrorKind::Unsupported, "{err}");
+        }
+        assert_eq!(replica.asked.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            copy(&layer, &b).await.unwrap_err().kind(),
+            StorageErrorKind::Unsupported
+        );
+        assert_eq!(replica.asked.load(Ordering::Relaxed), 2, "b was asked for");
+        put(&layer, &a).await;
+        assert_eq!(layer.stats().streamed, 1);
+    }
+
+    /// Failures streaming cannot fix are no refusal: they reach the engine as they are.
+    #[tokio::test]
+    async fn a_missing_source_surfaces_as_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, layer) = refusing(dir.path(), StorageErrorKind::NotFound);
+        let key = ObjectKey::new("gone").unwrap();
+        let err = copy(&layer, &key).await.unwrap_err();
+        assert_eq!(err.kind(), StorageErrorKind::NotFound, "{err}");
+        put(&layer, &key).await;
+        let stats = layer.stats();
+        assert_eq!((stats.streamed, stats.refusal), (0, None));
     }
 
     /// Discovery lists the replica's directories through this layer: it must reach the
@@ -258,7 +389,6 @@ mod tests {
     async fn directory_listing_reaches_the_replica() {
         use crate::testkit::{FailurePlan, FlakyProvider};
         let dir = tempfile::tempdir().unwrap();
-        let primary: DynProvider = Arc::new(LocalProvider::new(dir.path().join("p")).unwrap());
         let local: DynProvider = Arc::new(LocalProvider::new(dir.path().join("r")).unwrap());
         let key = ObjectKey::new("backup/s1/backup.info").unwrap();
         local
@@ -266,7 +396,7 @@ mod tests {
             .await
             .unwrap();
         let counted = Arc::new(FlakyProvider::new(local, FailurePlan::transient(0)));
-        let layer = CopyFallback::new(counted.clone(), primary, None);
+        let layer = CopyFallback::new(counted.clone());
         let prefix = KeyPrefix::new("backup/").unwrap();
         let dirs = crate::storage::list_dirs(layer.as_ref(), &prefix)
             .await
@@ -274,27 +404,5 @@ mod tests {
         assert_eq!(dirs, [KeyPrefix::new("backup/s1/").unwrap()]);
         assert_eq!(counted.calls("list_prefixes"), 1);
         assert_eq!(counted.calls("list"), 0);
-    }
-
-    #[tokio::test]
-    async fn a_missing_source_surfaces_as_not_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let primary: DynProvider = Arc::new(LocalProvider::new(dir.path().join("p")).unwrap());
-        let replica: DynProvider = Arc::new(LocalProvider::new(dir.path().join("r")).unwrap());
-        let layer = CopyFallback::new(replica, primary, None);
-        let key = ObjectKey::new("gone").unwrap();
-        let source = CopySource {
-            service: "local",
-            account: "test".into(),
-            bucket: "p".into(),
-            prefix: String::new(),
-        };
-        // Refused (Unsupported), then the stream finds nothing: the NotFound surfaces.
-        let err = layer
-            .copy_from(&source, &key, 3, &PutOptions::default())
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), StorageErrorKind::NotFound, "{err}");
-        assert_eq!(layer.stats().streamed, 0);
     }
 }

@@ -2,7 +2,8 @@
 //! each replica gets the same inventory, publish order and streaming verification as `cbob sync`.
 //! Replicas run in parallel; one failing never stops the others. A replica of the same service
 //! and account as the primary gets its objects copied by the service (`copy_from`), with a
-//! fallback to streaming when the service refuses (see `copy.rs`).
+//! fallback to streaming, verified like any other transfer, when the service refuses (see
+//! `copy.rs`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -197,7 +198,7 @@ async fn one_replica(
             .primary
             .copy_source()
             .is_some_and(|s| dest.can_copy_from(&s));
-    let copier = CopyFallback::new(dest.clone(), req.primary.clone(), bandwidth.clone());
+    let copier = CopyFallback::new(dest.clone());
     let dest: DynProvider = copier.clone();
     let options = SyncOptions {
         transfers: Arc::new(Semaphore::new(req.settings.parallel_transfers.max(1))),

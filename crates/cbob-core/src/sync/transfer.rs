@@ -3,6 +3,11 @@
 //! The last chunk of an object is held back until the verifier has seen every byte and accepted
 //! them, so a provider can never complete a write of bytes that failed verification, whether or
 //! not it polls the body to its end.
+//!
+//! A destination that can copy from the source server-side does so instead (the bytes never
+//! reach this host, so only the size is checked). When it answers `Unsupported` for an object (a
+//! replica whose service refused the copy, see `replicate/copy.rs`), that object is streamed
+//! through the verified path above, with the same verifier, throttling, progress and retries.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -161,7 +166,13 @@ async fn copy_once(
     verifier: &VerifierFactory,
 ) -> StorageResult<()> {
     if let Some(source) = &ctx.server_side {
-        return copy_server_side(ctx, source, key, size).await;
+        match copy_server_side(ctx, source, key, size).await {
+            // Refused: stream it below, so its bytes are verified like any other transfer's.
+            Err(e) if e.kind() == StorageErrorKind::Unsupported => {
+                tracing::debug!(key = %key, error = %e, "streaming instead of a server-side copy");
+            }
+            done => return done,
+        }
     }
     let mut check = verifier();
     if size == 0 {
@@ -291,7 +302,8 @@ async fn read_part(
 }
 
 /// A server-side copy: the service moves the bytes, so the check is the size the destination
-/// reports (the primary's content was verified when it was written there).
+/// reports (the primary's content was verified when it was written there). `Unsupported` means
+/// the destination will not copy this object; the caller streams it.
 async fn copy_server_side(
     ctx: &TransferContext,
     source: &CopySource,
@@ -396,6 +408,81 @@ mod tests {
         );
         assert_eq!(
             dst.head(&key2).await.unwrap_err().kind(),
+            StorageErrorKind::NotFound,
+            "never published"
+        );
+    }
+
+    /// Counts the payload bytes the observer is told about.
+    #[derive(Default)]
+    struct CountedBytes(std::sync::atomic::AtomicU64);
+
+    impl super::super::observer::SyncObserver for CountedBytes {
+        fn bytes(&self, _: &str, n: u64) {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// A destination that will not copy server-side (a local directory answers `Unsupported`,
+    /// as the replicate fallback does for a refusing service) gets the object streamed through
+    /// the verifier: good bytes land and are counted once, bad bytes of the same size never do.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_refused_server_side_copy_is_streamed_and_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src: DynProvider = Arc::new(LocalProvider::new(tmp.path().join("src")).unwrap());
+        let dst: DynProvider = Arc::new(LocalProvider::new(tmp.path().join("dst")).unwrap());
+        let data = Bytes::from(vec![7u8; 70_000]);
+        let sha = hex::encode(Sha1::digest(&data));
+        let counted = Arc::new(CountedBytes::default());
+        let c = TransferContext {
+            server_side: Some(CopySource {
+                service: "local",
+                account: "test".into(),
+                bucket: "src".into(),
+                prefix: String::new(),
+            }),
+            observer: counted.clone(),
+            ..ctx(src.clone(), dst.clone())
+        };
+        let strict = |name: &'static str| -> VerifierFactory {
+            let sha = sha.clone();
+            Box::new(move || {
+                Some(Box::new(StoredVerifier::new(name, &sha, 70_000)) as Box<dyn StreamVerifier>)
+            })
+        };
+
+        let good = ObjectKey::new("archive/s/good").unwrap();
+        src.put(
+            &good,
+            Body::from_bytes(data.clone()),
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            copy_object(&c, &good, 70_000, &strict("good"))
+                .await
+                .unwrap(),
+            70_000
+        );
+        assert_eq!(read_to_bytes(&*dst, &good).await.unwrap(), data);
+        assert_eq!(counted.0.load(Ordering::Relaxed), 70_000, "counted once");
+
+        let mut bad = data.to_vec();
+        bad[35_000] ^= 0x20;
+        let key = ObjectKey::new("archive/s/bad").unwrap();
+        src.put(&key, Body::from_bytes(bad), &PutOptions::default())
+            .await
+            .unwrap();
+        let e = copy_object(&c, &key, 70_000, &strict("bad"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, SyncError::Verification { attempts: 3, .. }),
+            "{e}"
+        );
+        assert_eq!(
+            dst.head(&key).await.unwrap_err().kind(),
             StorageErrorKind::NotFound,
             "never published"
         );
