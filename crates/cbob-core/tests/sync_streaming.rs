@@ -253,8 +253,8 @@ async fn a_listing_that_breaks_midway_stops_the_copy_and_publishes_no_backup_unt
     assert_eq!(fixture::read_tree(&fx.repo), fixture::read_tree(&dst));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn validation_names_missing_and_truncated_backup_files_and_missing_wal() {
+/// The fixture and a complete, plain copy of it.
+async fn fixture_copied() -> (fixture::Fixture, PathBuf) {
     let fx = fixture::extract();
     let dst = dest_dir(&fx);
     let report = sync_with(
@@ -265,6 +265,12 @@ async fn validation_names_missing_and_truncated_backup_files_and_missing_wal() {
     )
     .await;
     assert!(report.ok(), "{:?}", report.error);
+    (fx, dst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn validation_names_missing_and_truncated_backup_files_and_missing_wal() {
+    let (fx, dst) = fixture_copied().await;
     let dest = local(&dst);
     let summary = cbob_core::sync::validate_destination(&dest, &fx.stanza)
         .await
@@ -309,16 +315,7 @@ async fn validation_names_missing_and_truncated_backup_files_and_missing_wal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn validation_needs_only_the_wal_of_listed_backups() {
-    let fx = fixture::extract();
-    let dst = dest_dir(&fx);
-    let report = sync_with(
-        local(&fx.repo),
-        local(&dst),
-        &fx.stanza,
-        Arc::new(NoProgress),
-    )
-    .await;
-    assert!(report.ok(), "{:?}", report.error);
+    let (fx, dst) = fixture_copied().await;
 
     // The 24-hex segments between each backup's archive start and stop (same log id here).
     let info = fs::read(dst.join(format!("backup/{}/backup.info", fx.stanza))).unwrap();
