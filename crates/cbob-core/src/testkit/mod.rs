@@ -8,13 +8,17 @@
 //!
 //! The expression must produce a fresh, empty `DynProvider` each time (a new bucket or prefix),
 //! so the generated tests can run in parallel. Each behaviour is also a plain `pub async fn` here.
+//! Cloud providers also run [`fixture_syncs_and_restores`], the engine's sync of the committed
+//! pgBackRest fixture, proven by a byte comparison and a restore.
 
 mod data;
+mod fixture_sync;
 mod flaky;
 mod memory;
 mod suite;
 
 pub use data::{pattern_bytes, pattern_sha1, pattern_stream};
+pub use fixture_sync::fixture_syncs_and_restores;
 pub use flaky::{FailurePlan, FlakyProvider};
 pub use memory::RssSampler;
 pub use suite::*;
