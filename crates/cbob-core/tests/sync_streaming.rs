@@ -361,3 +361,52 @@ async fn validation_needs_only_the_wal_of_listed_backups() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn validation_holds_only_the_listed_backups_not_unpruned_old_ones() {
+    let (fx, dst) = fixture_copied().await;
+    let info = fs::read(dst.join(format!("backup/{}/backup.info", fx.stanza))).unwrap();
+    let info = cbob_core::repo::BackupInfo::parse(&info).unwrap();
+    let backup_dir = format!("backup/{}/", fx.stanza);
+    let in_listed_backup = |k: &str| {
+        info.backups.iter().any(|b| {
+            k.strip_prefix(&backup_dir)
+                .and_then(|rest| rest.strip_prefix(b.label.as_str()))
+                .is_some_and(|rest| rest.starts_with('/') && !rest.contains("backup.manifest"))
+        })
+    };
+    let tree = fixture::read_tree(&dst);
+    let listed_objects = tree.keys().filter(|k| in_listed_backup(k)).count();
+    assert!(listed_objects > 0);
+
+    // A backup the source expired but this destination kept (sync never deletes without
+    // `--prune`): a whole directory under a label that backup.info no longer lists, one of its
+    // files cut short. It is neither held nor checked.
+    let newest = &info.backups.last().unwrap().label;
+    let stale = "20000101-000000F";
+    let mut stale_files = 0;
+    for (key, bytes) in &tree {
+        let Some(rest) = key.strip_prefix(&format!("{backup_dir}{newest}/")) else {
+            continue;
+        };
+        let path = dst.join(format!("{backup_dir}{stale}/{rest}"));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let keep = if stale_files == 0 {
+            bytes.len() / 2
+        } else {
+            bytes.len()
+        };
+        fs::write(&path, &bytes[..keep]).unwrap();
+        stale_files += 1;
+    }
+    assert!(stale_files > 1);
+
+    let summary = cbob_core::sync::validate_destination(&local(&dst), &fx.stanza)
+        .await
+        .expect("an unlisted backup directory is not part of the check");
+    assert_eq!(summary.backups, 3);
+    assert_eq!(
+        summary.backup_objects, listed_objects,
+        "only the listed backups' objects are held"
+    );
+}

@@ -18,6 +18,10 @@ pub struct ValidationSummary {
     pub files_checked: usize,
     /// WAL segment objects in the destination's archive.
     pub wal_segments: usize,
+    /// Objects in the directories of the listed backups (and of the backups they reference):
+    /// the only backup objects the check holds. Directories of backups the destination keeps but
+    /// `backup.info` no longer lists (expired at the source, not pruned) are passed over.
+    pub backup_objects: usize,
 }
 
 /// Fails with every problem found (not just the first).
@@ -55,28 +59,44 @@ pub async fn validate_destination(
         .iter()
         .flat_map(|(id, segs)| segs.iter().map(move |s| (id.clone(), s.clone())))
         .collect();
+    // Without `--prune` a destination keeps every backup the source ever expired, so holding
+    // every backup object would grow with the destination's age. Only the listed backups and
+    // the backups their files may come from are held.
+    let labels: BTreeSet<&str> = backup_info
+        .backups
+        .iter()
+        .flat_map(|e| std::iter::once(&e.label).chain(&e.reference))
+        .map(|l| l.as_str())
+        .collect();
     let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
     let mut wal_found: BTreeSet<(String, String)> = BTreeSet::new();
     let mut wal_objects = 0usize;
     let mut listing = StanzaListing::start(dest, stanza)?;
     while let Some(meta) = listing.next().await? {
         let key = meta.key.as_str();
-        if let RepoObject::WalSegment {
-            archive_id, file, ..
-        } = classify(key)
-        {
-            wal_objects += 1;
-            if let Some(w) = wanted.take(&(archive_id.to_string(), file.segment.to_string())) {
-                wal_found.insert(w);
+        match classify(key) {
+            RepoObject::WalSegment {
+                archive_id, file, ..
+            } => {
+                wal_objects += 1;
+                if let Some(w) = wanted.take(&(archive_id.to_string(), file.segment.to_string())) {
+                    wal_found.insert(w);
+                }
             }
-        } else {
-            sizes.insert(key.to_string(), meta.size);
+            RepoObject::BackupFile { label, .. } | RepoObject::Bundle { label, .. }
+                if labels.contains(label.as_str()) =>
+            {
+                sizes.insert(key.to_string(), meta.size);
+            }
+            // Info files and manifests are read, not looked up; other backups are not checked.
+            _ => {}
         }
     }
     let mut problems = Vec::new();
     let mut summary = ValidationSummary {
         backups: backup_info.backups.len(),
         wal_segments: wal_objects,
+        backup_objects: sizes.len(),
         ..Default::default()
     };
     for (index, entry) in backup_info.backups.iter().enumerate() {
