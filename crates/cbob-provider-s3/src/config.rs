@@ -96,6 +96,10 @@ pub struct S3Config {
     pub sdk_max_attempts: u32,
     /// Which settings configured this store, so errors name the ones the operator wrote.
     pub settings: SettingNames,
+    /// Multipart uploads under the repository directories older than this are aborted before
+    /// the provider's first multipart write: a killed run's leftovers (`stale_uploads.rs`).
+    /// `None` leaves them alone.
+    pub stale_upload_age: Option<std::time::Duration>,
 }
 
 impl S3Config {
@@ -120,6 +124,7 @@ impl S3Config {
             copy_part_size: 512 * 1024 * 1024,
             sdk_max_attempts: 3,
             settings: SettingNames::default(),
+            stale_upload_age: Some(std::time::Duration::from_secs(24 * 3600)),
         }
     }
 

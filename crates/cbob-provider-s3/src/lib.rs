@@ -31,6 +31,7 @@ mod client;
 mod config;
 mod errors;
 mod provider;
+mod stale_uploads;
 mod upload;
 
 use std::sync::Arc;

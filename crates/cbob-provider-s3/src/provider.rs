@@ -33,6 +33,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Before a multipart write: aborts the uploads killed runs left, once per process and
+    /// destination (`stale_uploads.rs`).
+    pub(crate) async fn sweep_stale_uploads(&self) -> usize {
+        crate::stale_uploads::sweep_once(self).await
+    }
+
     pub(crate) fn ctx<'a>(&'a self, op: &'static str, key: Option<&'a str>) -> Ctx<'a> {
         Ctx {
             provider: &self.describe,
@@ -175,6 +181,7 @@ impl S3Provider {
         class: Option<&String>,
     ) -> StorageResult<()> {
         let s = &self.shared;
+        s.sweep_stale_uploads().await;
         let ctx = s.ctx("copy", Some(to));
         let to_full = s.cfg.full_key(to);
         let created = s

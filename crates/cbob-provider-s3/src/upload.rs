@@ -238,6 +238,7 @@ pub(crate) async fn put_multipart(
     body: Body,
     options: &PutOptions,
 ) -> StorageResult<Written> {
+    shared.sweep_stale_uploads().await;
     let full_key = shared.cfg.full_key(key);
     let ctx = shared.ctx("put", Some(key));
     let class = storage_class(shared, options);

@@ -455,3 +455,98 @@ async fn bad_specs_and_descriptions() {
         StorageErrorKind::Config
     );
 }
+
+/// Keys of every multipart upload in progress in the bucket, sorted.
+async fn uploads_in_bucket(p: &S3Provider, bucket: &str) -> Vec<String> {
+    let out = p
+        .sdk_client()
+        .await
+        .unwrap()
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("ListMultipartUploads");
+    let mut keys: Vec<String> = out
+        .uploads()
+        .iter()
+        .filter_map(|u| u.key().map(str::to_owned))
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A killed run cannot abort its multipart uploads. Before its first multipart write to a
+/// destination, a process aborts those under the destination's repository directories older
+/// than `stale_upload_age`, and nothing else: not keys outside `archive/` and `backup/`, not
+/// other prefixes of the bucket, and only once per destination, so never its own uploads.
+/// moto reports every upload as begun on 2010-11-10, so the age rule itself is unit-tested
+/// (`stale_uploads.rs`); here every leftover is old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_left_by_a_killed_run_are_aborted_before_the_first_multipart_write() {
+    let (endpoint, bucket) = moto_bucket("s3-stale").await;
+    let creds = cbob_test_support::moto().credentials();
+    let provider = |age: Option<Duration>| {
+        let s = spec(&endpoint, &bucket, "root", &creds);
+        async move { with_config(&s, |c| c.stale_upload_age = age).await }
+    };
+    let switched_off = provider(None).await;
+    let client = switched_off.sdk_client().await.unwrap();
+    let leave = |key: &'static str| {
+        let (client, bucket) = (client.clone(), bucket.clone());
+        async move {
+            client
+                .create_multipart_upload()
+                .bucket(&bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("CreateMultipartUpload");
+        }
+    };
+    let leftovers = [
+        "other/backup/db/20261124-000000F/pg_data/base/1/1",
+        "root/archive/db/15-1/0000000100000000/000000010000000000000007-0123456789abcdef0123456789abcdef01234567.lz4",
+        "root/backup/db/20261124-000000F/pg_data/base/1/1",
+        "root/notes/upload-of-another-tool",
+    ];
+    for key in leftovers {
+        leave(key).await;
+    }
+    const SIZE: u64 = 20 * MIB;
+    let put = |p: std::sync::Arc<S3Provider>, key: &'static str| async move {
+        p.put(
+            &k(key),
+            Body::from_stream(SIZE, pattern_stream(21, SIZE)),
+            &PutOptions::default(),
+        )
+        .await
+        .expect("multipart put");
+        assert_eq!(sha1_of(&*p, key).await, (pattern_sha1(21, SIZE), SIZE));
+    };
+
+    // Switched off: all kept.
+    put(switched_off.clone(), "backup/db/big-1").await;
+    assert_eq!(uploads_in_bucket(&switched_off, &bucket).await, leftovers);
+
+    // The two under this prefix's repository directories are aborted; the write goes ahead.
+    put(
+        provider(Some(Duration::from_secs(3600))).await,
+        "backup/db/big-2",
+    )
+    .await;
+    assert_eq!(
+        uploads_in_bucket(&switched_off, &bucket).await,
+        [leftovers[0], leftovers[3]],
+        "only stale uploads under root/archive/ and root/backup/ go"
+    );
+
+    // Once per process and destination, whatever the provider instance: an upload begun after
+    // the sweep (here a stand-in for one of this process's own) is never a candidate.
+    leave(leftovers[2]).await;
+    put(provider(Some(Duration::ZERO)).await, "backup/db/big-3").await;
+    assert_eq!(
+        uploads_in_bucket(&switched_off, &bucket).await,
+        [leftovers[0], leftovers[2], leftovers[3]]
+    );
+}
