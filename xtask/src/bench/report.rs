@@ -38,6 +38,9 @@ struct Summary {
     rounds: usize,
     failed: usize,
     cold: Vec<f64>,
+    /// User and system CPU seconds of each good cold copy.
+    cold_user: Vec<f64>,
+    cold_sys: Vec<f64>,
     noop: Vec<f64>,
     cold_peak_mib: f64,
     noop_peak_mib: f64,
@@ -80,6 +83,8 @@ fn summarize(
         rounds: mine.len(),
         failed: mine.len() - good.len(),
         cold: good.iter().map(|s| s.cold.seconds).collect(),
+        cold_user: good.iter().map(|s| s.cold.user_seconds).collect(),
+        cold_sys: good.iter().map(|s| s.cold.sys_seconds).collect(),
         noop: good
             .iter()
             .filter_map(|s| s.noop.as_ref().map(|m| m.seconds))
@@ -122,8 +127,8 @@ fn heading(out: &mut String, repo: &Repo, first: &str, extra: &str) {
     );
     let _ = writeln!(
         out,
-        "{first:<8} {:>20} {:>8} {:>8} {:>9} {:>20} {:>11}{extra}  rounds",
-        "cold s", "MB/s", "obj/s", "peak MiB", "no-op s", "no-op MiB"
+        "{first:<8} {:>20} {:>11} {:>8} {:>8} {:>9} {:>20} {:>11}{extra}  rounds",
+        "cold s", "CPU usr+sys", "MB/s", "obj/s", "peak MiB", "no-op s", "no-op MiB"
     );
 }
 
@@ -133,9 +138,10 @@ fn row(out: &mut String, repo: &Repo, s: &Summary, key: &str) -> Value {
     let cold = median(&s.cold);
     let _ = write!(
         out,
-        "{:<8} {:>20} {:>8.1} {:>8.0} {:>9.1} {:>20} {:>11.1}",
+        "{:<8} {:>20} {:>11} {:>8.1} {:>8.0} {:>9.1} {:>20} {:>11.1}",
         s.name,
         secs(&s.cold),
+        format!("{:.1}+{:.1}", median(&s.cold_user), median(&s.cold_sys)),
         mb / cold,
         repo.files as f64 / cold,
         s.cold_peak_mib,
@@ -148,6 +154,8 @@ fn row(out: &mut String, repo: &Repo, s: &Summary, key: &str) -> Value {
         "failed_rounds": s.failed,
         "cold_seconds_median": cold,
         "cold_seconds": s.cold,
+        "cold_user_cpu_seconds_median": median(&s.cold_user),
+        "cold_sys_cpu_seconds_median": median(&s.cold_sys),
         "cold_mb_per_s": mb / cold,
         "cold_objects_per_s": repo.files as f64 / cold,
         "cold_peak_rss_mib": s.cold_peak_mib,
@@ -265,6 +273,8 @@ pub fn failures(samples: &[Sample]) {
 fn measured(m: &Measured) -> Value {
     json!({
         "seconds": m.seconds,
+        "user_cpu_seconds": m.user_seconds,
+        "sys_cpu_seconds": m.sys_seconds,
         "peak_rss_kib": m.peak_rss_kib,
         "exit_code": m.exit_code,
         "log": m.log,

@@ -124,6 +124,10 @@ impl Slot {
 #[derive(Debug, Clone)]
 pub struct Measured {
     pub seconds: f64,
+    /// CPU time of the client (and any child it waited for), from the same rusage: on a machine
+    /// whose cores the server shares, CPU seconds decide the wall time.
+    pub user_seconds: f64,
+    pub sys_seconds: f64,
     pub peak_rss_kib: u64,
     pub exit_code: i32,
     pub log: PathBuf,
@@ -234,8 +238,11 @@ pub fn measure(mut cmd: Command, log: PathBuf) -> Result<Measured> {
     } else {
         -libc::WTERMSIG(status)
     };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Measured {
         seconds,
+        user_seconds: tv(ru.ru_utime),
+        sys_seconds: tv(ru.ru_stime),
         peak_rss_kib: ru.ru_maxrss as u64,
         exit_code,
         log,
