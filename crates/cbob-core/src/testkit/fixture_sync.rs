@@ -1,4 +1,4 @@
-//! The end-to-end check every cloud provider crate runs with the core engine: the committed
+//! The end-to-end check the GCS and MinIO crates run with the core engine: the committed
 //! pgBackRest fixture synced from a local directory to the provider, a second sync that moves
 //! nothing, the copy downloaded back object by object and compared byte for byte, then restored
 //! with pgBackRest and PostgreSQL.

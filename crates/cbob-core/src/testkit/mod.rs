@@ -8,8 +8,8 @@
 //!
 //! The expression must produce a fresh, empty `DynProvider` each time (a new bucket or prefix),
 //! so the generated tests can run in parallel. Each behaviour is also a plain `pub async fn` here.
-//! Cloud providers also run [`fixture_syncs_and_restores`], the engine's sync of the committed
-//! pgBackRest fixture, proven by a byte comparison and a restore.
+//! The GCS and MinIO crates also run [`fixture_syncs_and_restores`]: the engine's sync of the
+//! committed pgBackRest fixture, proven by a byte comparison and a restore.
 
 mod data;
 mod fixture_sync;
