@@ -24,6 +24,7 @@ use tokio::sync::OnceCell;
 use cbob_core::storage::StorageErrorKind;
 
 use crate::provider::Shared;
+use crate::upload::abort_upload;
 
 /// The repository directories cbob writes objects to, relative to the provider's prefix.
 const REPOSITORY_DIRS: [&str; 2] = ["archive/", "backup/"];
@@ -117,7 +118,7 @@ async fn sweep(shared: &Shared) -> usize {
                 if !is_stale(initiated.secs(), now, age) {
                     continue;
                 }
-                if abort(shared, key, id).await {
+                if abort_upload(shared, key, id).await {
                     aborted += 1;
                     tracing::info!(
                         key,
@@ -141,29 +142,6 @@ async fn sweep(shared: &Shared) -> usize {
         }
     }
     aborted
-}
-
-async fn abort(shared: &Shared, full_key: &str, upload_id: &str) -> bool {
-    let ctx = shared.ctx("abort multipart upload", Some(full_key));
-    let r = shared
-        .clients
-        .call(&ctx, |c| {
-            c.abort_multipart_upload()
-                .bucket(&shared.cfg.bucket)
-                .key(full_key)
-                .upload_id(upload_id)
-                .send()
-        })
-        .await;
-    match r {
-        Ok(_) => true,
-        // Finished or aborted meanwhile.
-        Err(e) if e.kind() == StorageErrorKind::NotFound => false,
-        Err(e) => {
-            tracing::warn!(error = %e, key = full_key, "cannot abort a stale multipart upload");
-            false
-        }
-    }
 }
 
 #[cfg(test)]

@@ -505,7 +505,9 @@ impl Drop for AbortGuard {
     }
 }
 
-async fn abort_upload(shared: &Shared, full_key: &str, upload_id: &str) {
+/// Aborts one multipart upload; `true` when it was there to abort. Failures are logged, not
+/// returned: the caller's own outcome is what matters.
+pub(crate) async fn abort_upload(shared: &Shared, full_key: &str, upload_id: &str) -> bool {
     let ctx = shared.ctx("abort multipart upload", Some(full_key));
     let r = shared
         .clients
@@ -518,10 +520,17 @@ async fn abort_upload(shared: &Shared, full_key: &str, upload_id: &str) {
         })
         .await;
     match r {
-        Ok(_) => tracing::debug!(key = full_key, "multipart upload aborted"),
-        Err(e) if e.kind() == StorageErrorKind::NotFound => {}
+        Ok(_) => {
+            tracing::debug!(key = full_key, "multipart upload aborted");
+            true
+        }
+        // Completed or aborted meanwhile.
+        Err(e) if e.kind() == StorageErrorKind::NotFound => false,
         // Invisible but billed until a lifecycle rule removes it; say so, but the put's own
         // error is what the caller needs.
-        Err(e) => tracing::warn!(error = %e, "could not abort an incomplete multipart upload"),
+        Err(e) => {
+            tracing::warn!(error = %e, key = full_key, "could not abort an incomplete multipart upload");
+            false
+        }
     }
 }

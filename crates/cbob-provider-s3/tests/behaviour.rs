@@ -51,17 +51,8 @@ async fn sha1_of(p: &dyn StorageProvider, key: &str) -> ([u8; 20], u64) {
 
 /// Multipart uploads still in progress under the provider's prefix (moto has ListMultipartUploads).
 async fn pending_uploads(p: &S3Provider, bucket: &str) -> usize {
-    let out = p
-        .sdk_client()
-        .await
-        .unwrap()
-        .list_multipart_uploads()
-        .bucket(bucket)
-        .prefix("root/")
-        .send()
-        .await
-        .expect("ListMultipartUploads");
-    out.uploads.unwrap_or_default().len()
+    let keys = uploads_in_bucket(p, bucket).await;
+    keys.iter().filter(|k| k.starts_with("root/")).count()
 }
 
 /// 20 MiB + 3 bytes: parts of 8, 8 and 4 MiB + 3, each verified through the multipart ETag
