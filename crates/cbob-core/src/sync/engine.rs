@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::{JoinError, JoinSet};
 
 use super::error::SyncError;
@@ -16,6 +16,7 @@ use super::inventory::{read_optional, read_verified_info};
 use super::listing::{DestCursor, StanzaListing};
 use super::observer::SyncObserver;
 use super::plan::{Copy, DestInfo, Planner, StanzaPlan};
+use super::queue::{CopyReceiver, CopySender, copy_queue, queue_of};
 use super::transfer::{TransferContext, VerifierFactory, copy_object, put_bytes};
 use super::validate::validate_destination;
 use crate::layers::{BandwidthLimiter, RetryPolicy};
@@ -206,7 +207,7 @@ async fn run(
     ctx.observer.phase(&report.name, "payload");
     let source_listing = StanzaListing::start(&job.source, stanza)?;
     let dest_listing = StanzaListing::start(&job.dest, stanza)?;
-    let (copies, queued) = mpsc::channel::<Copy>(PLANNED_AHEAD);
+    let (copies, queued) = copy_queue(PLANNED_AHEAD);
     let planning = plan_stanza(
         &mut planner,
         source_listing,
@@ -276,7 +277,7 @@ async fn plan_stanza(
     planner: &mut Planner,
     mut source: StanzaListing,
     mut dest: DestCursor,
-    copies: Option<mpsc::Sender<Copy>>,
+    copies: Option<CopySender>,
     ctx: &TransferContext,
 ) -> Result<(), SyncError> {
     let mut unreported = (0u64, 0u64);
@@ -410,14 +411,7 @@ async fn publish_tail(
             copy_one(ctx, c, report).await?;
         }
     }
-    let (history, queued) = mpsc::channel(plan.history.len().max(1));
-    for c in &plan.history {
-        history
-            .try_send(c.clone())
-            .expect("the channel holds every history file");
-    }
-    drop(history);
-    let copied = copy_all(ctx, opts, queued).await;
+    let copied = copy_all(ctx, opts, queue_of(&plan.history)).await;
     report.copied_files += copied.files;
     report.copied_bytes += copied.bytes;
     if let Some(e) = copied.error {
@@ -482,16 +476,12 @@ struct Copied {
     error: Option<SyncError>,
 }
 
-/// Copies objects, as they arrive, in parallel under the run-wide transfer budget. Each
-/// transfer is its own task, so verification (hashing, decompression) runs on every worker
-/// thread, not only on the one driving this stanza. After the first failure (or once the
+/// Copies objects, as they arrive (big ones first, see `queue.rs`), in parallel under the
+/// run-wide transfer budget. Each transfer is its own task, so verification (hashing,
+/// decompression) runs on every worker thread, not only on the one driving this stanza. After the first failure (or once the
 /// stanza is abandoned) no new transfer starts, but those in flight finish (so none is cut off
 /// half-written); every error is logged and the first is returned.
-async fn copy_all(
-    ctx: &TransferContext,
-    opts: &SyncOptions,
-    mut copies: mpsc::Receiver<Copy>,
-) -> Copied {
+async fn copy_all(ctx: &TransferContext, opts: &SyncOptions, mut copies: CopyReceiver) -> Copied {
     let mut tasks: JoinSet<Transferred> = JoinSet::new();
     let mut copied = Copied::default();
     while let Some(c) = copies.recv().await {

@@ -9,6 +9,7 @@ mod listing;
 mod observer;
 mod plan;
 mod prune;
+mod queue;
 mod run;
 mod transfer;
 mod validate;
