@@ -478,9 +478,10 @@ struct Copied {
 
 /// Copies objects, as they arrive (big ones first, see `queue.rs`), in parallel under the
 /// run-wide transfer budget. Each transfer is its own task, so verification (hashing,
-/// decompression) runs on every worker thread, not only on the one driving this stanza. After the first failure (or once the
-/// stanza is abandoned) no new transfer starts, but those in flight finish (so none is cut off
-/// half-written); every error is logged and the first is returned.
+/// decompression) runs on every worker thread, not only on the one driving this stanza. After
+/// the first failure (or once the stanza is abandoned) no new transfer starts, but those in
+/// flight finish (so none is cut off half-written); every error is logged and the first is
+/// returned.
 async fn copy_all(ctx: &TransferContext, opts: &SyncOptions, mut copies: CopyReceiver) -> Copied {
     let mut tasks: JoinSet<Transferred> = JoinSet::new();
     let mut copied = Copied::default();
