@@ -40,9 +40,9 @@ static SWEEPS: LazyLock<Mutex<HashMap<String, Arc<OnceCell<usize>>>>> =
 /// Sweeps the destination unless this process already has (or is doing so now: concurrent
 /// first writers wait for the one sweep). Returns how many uploads that sweep aborted.
 pub(crate) async fn sweep_once(shared: &Shared) -> usize {
-    if shared.cfg.stale_upload_age.is_none() {
+    let Some(age) = shared.cfg.stale_upload_age else {
         return 0;
-    }
+    };
     let destination = format!(
         "{} {} {}",
         shared.cfg.endpoint.as_deref().unwrap_or("aws"),
@@ -53,7 +53,7 @@ pub(crate) async fn sweep_once(shared: &Shared) -> usize {
         let mut sweeps = SWEEPS.lock().unwrap_or_else(|e| e.into_inner());
         sweeps.entry(destination).or_default().clone()
     };
-    *cell.get_or_init(|| sweep(shared)).await
+    *cell.get_or_init(|| sweep(shared, age)).await
 }
 
 /// Whether an upload begun at `initiated` (Unix seconds, the server's clock) is older than
@@ -67,11 +67,9 @@ fn is_stale(initiated: i64, now: SystemTime, age: Duration) -> bool {
         .is_ok_and(|elapsed| elapsed >= age)
 }
 
-/// Aborts the stale uploads; returns how many were aborted. Never fails: problems are logged.
-async fn sweep(shared: &Shared) -> usize {
-    let Some(age) = shared.cfg.stale_upload_age else {
-        return 0;
-    };
+/// Aborts the uploads older than `age`; returns how many were aborted. Never fails: problems
+/// are logged.
+async fn sweep(shared: &Shared, age: Duration) -> usize {
     let now = SystemTime::now();
     let mut aborted = 0;
     let mut examined = 0;

@@ -16,7 +16,6 @@ use super::transfer::PARALLEL_READ_THRESHOLD;
 const BIG_AHEAD: usize = 1024;
 
 /// The planner's end.
-#[derive(Clone)]
 pub(super) struct CopySender {
     big: mpsc::Sender<Copy>,
     rest: mpsc::Sender<Copy>,
